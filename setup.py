@@ -1,0 +1,56 @@
+"""foal-edge: Foal-Net multimodal emotion recognition, trained in PyTorch, deployed with
+ONNX Runtime or TensorRT.
+
+Who installs what:
+  pip install .                  the runtime (foal_edge): numpy + ONNX Runtime, no torch
+  pip install .[gpu]             the runtime with ONNX Runtime's CUDA build instead
+  pip install .[media]           audio/video file decoding for predict_files
+  pip install .[cuda]            cuda-python, for the TensorRT backend (TensorRT itself comes
+                                 from JetPack on Jetson, or the [tensorrt] extra on x86)
+  pip install .[train]           training and export: torch, torchvision, transformers, ...
+  pip install .[dev]             everything the tests need
+"""
+
+from setuptools import find_packages, setup
+
+RUNTIME = ["numpy>=1.24", "scipy>=1.10"]
+MEDIA = ["soundfile>=0.12", "av>=11"]
+TRAIN = [
+    # torch/torchvision as the registry serves them (the default builds): the CPU-only torch
+    # file next to PyPI's torchvision breaks `import torchvision` (and transformers with it).
+    "torch>=2.4",
+    "torchvision>=0.19",
+    "transformers>=4.45",
+    "open_clip_torch>=2.26",
+    "onnx>=1.16",
+    "onnxscript>=0.1",
+    "onnxruntime>=1.18",
+    "safetensors>=0.4",
+    "matplotlib>=3.7",
+    "tqdm>=4.60",
+] + MEDIA
+
+setup(
+    name="foal-edge",
+    version="0.1.0",
+    description="Foal-Net audio-visual emotion recognition: training, ONNX/TensorRT export, edge runtime",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["foal_edge*", "export*", "training*", "benchmarks*"]),
+    package_data={"training": ["demo/*"]},
+    install_requires=RUNTIME,
+    extras_require={
+        # The default runtime backend. Not in install_requires so that [gpu] can replace it
+        # with onnxruntime-gpu (the two must not be installed together).
+        "cpu": ["onnxruntime>=1.16"],
+        "gpu": ["onnxruntime-gpu>=1.16"],
+        "media": MEDIA,
+        "cuda": ["cuda-python>=12.0"],
+        "pycuda": ["pycuda>=2022.1"],
+        "tensorrt": ["tensorrt>=10.3"],
+        "train": TRAIN,
+        "dev": TRAIN + ["pytest>=7", "hypothesis>=6", "psutil>=5"],
+    },
+    entry_points={"console_scripts": ["foal-edge=foal_edge.__main__:main"]},
+)

@@ -1,0 +1,141 @@
+"""Foal-Net in PyTorch: shapes, masking, gradients, learning, loading real weights."""
+
+import pytest
+import torch
+
+from tests.conftest import make_batch
+from training.config import preset
+from training.model import FoalNet
+
+
+def test_submodule_shapes(tiny_model):
+    cfg = tiny_model.config
+    with torch.no_grad():
+        hidden = tiny_model.audio_encoder(torch.randn(2, 16000))
+        # 1 s at 16 kHz -> 49 WavLM frames (20 ms stride, 25 ms receptive field)
+        assert hidden.shape == (2, 49, cfg.audio.hidden_size)
+        emb = tiny_model.video_encoder(torch.randn(5, 3, 224, 224))
+        assert emb.shape == (5, cfg.video.embed_dim)
+        outs = tiny_model.fusion(hidden, torch.ones(2, 49), emb[None, :4].expand(2, -1, -1), torch.ones(2, 4))
+    assert [tuple(o.shape) for o in outs] == [(2, 4), (2, 4), (2, 4), (2, 3)]
+    assert tiny_model.fusion.output_names == ("logits", "audio_logits", "video_logits", "attributes")
+
+
+def test_frame_lengths_match_encoder(tiny_model):
+    for samples in (400, 401, 16000, 48000, 12345):
+        with torch.no_grad():
+            T = tiny_model.audio_encoder(torch.randn(1, samples)).shape[1]
+        assert int(tiny_model.audio_encoder.frame_lengths(torch.tensor(samples))) == T
+
+
+@pytest.mark.slow
+def test_large_preset_parameter_counts():
+    counts = FoalNet.from_preset("large").parameter_counts()
+    assert abs(counts["audio_encoder"] - 315e6) < 3e6  # WavLM Large ~315 M
+    assert abs(counts["video_encoder"] - 304e6) < 3e6  # CLIP ViT-L/14 image tower ~304 M
+
+
+def test_padding_invariance(tiny_model):
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(2, 30, 64, generator=g)
+    v = torch.randn(2, 5, 48, generator=g)
+    am, vm = torch.ones(2, 30), torch.ones(2, 5)
+    with torch.no_grad():
+        ref = tiny_model.fusion(a, am, v, vm)
+        a_pad = torch.cat([a, 100 * torch.randn(2, 7, 64, generator=g)], 1)
+        v_pad = torch.cat([v, 100 * torch.randn(2, 4, 48, generator=g)], 1)
+        am_pad = torch.cat([am, torch.zeros(2, 7)], 1)
+        vm_pad = torch.cat([vm, torch.zeros(2, 4)], 1)
+        for outs in (tiny_model.fusion(a_pad, am_pad, v, vm), tiny_model.fusion(a, am, v_pad, vm_pad),
+                     tiny_model.fusion(a_pad, am_pad, v_pad, vm_pad)):
+            for r, o in zip(ref, outs):
+                torch.testing.assert_close(o, r, atol=1e-5, rtol=0)
+
+
+def test_audio_normalisation_ignores_padding(tiny_model):
+    wave = torch.randn(1, 8000) * 3 + 0.5
+    padded = torch.cat([wave, torch.zeros(1, 4000)], 1)
+    with torch.no_grad():
+        h, mask = tiny_model.encode_audio(wave)
+        hp, mask_p = tiny_model.encode_audio(padded, torch.tensor([8000]))
+    assert mask_p.sum() == mask.sum() == h.shape[1]
+    assert hp.shape[1] > h.shape[1]
+
+
+def test_gradients_reach_trainable_and_spare_frozen(seeded):
+    model = FoalNet.from_preset("tiny", freeze_video=True).train()
+    out = model.training_step(make_batch(model), generator=seeded)
+    assert {"ce", "ce_unimodal", "avel", "mem", "ccc"} <= set(out)
+    out["loss"].backward()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
+        else:
+            assert p.grad is None, f"frozen {name} got a gradient"
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert any(n.startswith("audio_encoder.wavlm.feature_extractor.") for n in frozen)
+    assert not any(n.startswith("audio_encoder.wavlm.encoder.") for n in frozen)
+    assert all(p.requires_grad is False for p in model.video_encoder.parameters())
+    assert not model.video_encoder.visual.training  # a frozen tower stays in eval mode
+
+
+def test_ten_steps_lower_the_loss(seeded):
+    model = FoalNet.from_preset("tiny").train()
+    for m in model.modules():  # dropout off, so the comparison measures learning only
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    batch = make_batch(model, batch=8, seconds=0.5, frames=2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    first = None
+    for _ in range(10):
+        loss = model.training_step(batch, generator=torch.Generator().manual_seed(0))["loss"]
+        first = float(loss.detach()) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    last = float(model.training_step(batch, generator=torch.Generator().manual_seed(0))["loss"])
+    assert last < 0.7 * first, (first, last)
+
+
+def test_loads_real_pretrained_weights(tmp_path, seeded):
+    import open_clip
+    from transformers import WavLMModel
+
+    cfg = preset("tiny")
+    wavlm = WavLMModel(cfg.audio.to_hf())
+    wavlm.save_pretrained(tmp_path / "wavlm")
+    clip = open_clip.model.CLIP(
+        embed_dim=cfg.video.embed_dim, vision_cfg=open_clip.model.CLIPVisionCfg(**cfg.video.vision_cfg()),
+        text_cfg=open_clip.model.CLIPTextCfg(context_length=16, vocab_size=100, width=32, heads=2, layers=1))
+    torch.save({"state_dict": {f"module.{k}": v for k, v in clip.state_dict().items()}}, tmp_path / "clip.pt")
+
+    model = FoalNet.from_preset("tiny", wavlm=tmp_path / "wavlm", clip=tmp_path / "clip.pt")
+    for k, v in wavlm.state_dict().items():
+        assert torch.equal(model.audio_encoder.wavlm.state_dict()[k], v), k
+    for k, v in clip.visual.state_dict().items():
+        assert torch.equal(model.video_encoder.visual.state_dict()[k], v), k
+
+
+def test_pretrained_mismatch_names_the_preset(tmp_path):
+    from transformers import WavLMModel
+
+    WavLMModel(preset("tiny").audio.to_hf()).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="preset"):
+        FoalNet.from_preset("base", wavlm=tmp_path)
+
+
+def test_checkpoint_round_trip(tmp_path, tiny_model):
+    tiny_model.save(tmp_path / "ckpt")
+    loaded = FoalNet.load(tmp_path / "ckpt").eval()
+    assert loaded.config == tiny_model.config
+    for k, v in tiny_model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    assert not list((tmp_path / "ckpt").glob("*.tmp"))
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, tiny_model):
+    tiny_model.save(tmp_path)
+    data = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        FoalNet.load(tmp_path)

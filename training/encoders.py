@@ -1,0 +1,137 @@
+"""The two encoders: WavLM for audio, the CLIP image tower for video frames.
+
+Both are thin wrappers that fix the interface the rest of the package relies on (and
+that export turns into graphs): plain tensors in, plain tensors out.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import AudioConfig, VideoConfig
+
+log = logging.getLogger(__name__)
+
+
+def conv_output_length(samples: torch.Tensor | int, kernels, strides):
+    """Frames WavLM's conv feature extractor makes of `samples` (floor division per layer)."""
+    for k, s in zip(kernels, strides):
+        samples = (samples - k) // s + 1
+    return samples
+
+
+class AudioEncoder(nn.Module):
+    """waveform [B, samples] float32 at 16 kHz -> last hidden layer [B, T_a, D_a].
+
+    Each waveform is normalised to zero mean and unit variance inside the module (what
+    WavLM's feature extractor does), over its valid samples when `lengths` is given.
+    The conv feature extractor is frozen; the transformer is trainable.
+    """
+
+    def __init__(self, config: AudioConfig, pretrained: str | Path | None = None):
+        super().__init__()
+        from transformers import WavLMModel
+
+        self.config = config
+        if pretrained is not None:
+            # The directory's own config decides the architecture; only the fine-tuning
+            # knobs are overridden. It must match the preset, which export and the bundle use.
+            self.wavlm = WavLMModel.from_pretrained(
+                str(pretrained), apply_spec_augment=False, mask_time_prob=0.0, layerdrop=0.0)
+            got = self.wavlm.config
+            for name in ("hidden_size", "num_hidden_layers", "do_stable_layer_norm"):
+                if getattr(got, name) != getattr(config, name):
+                    raise ValueError(f"{pretrained}: WavLM {name}={getattr(got, name)} but the preset "
+                                     f"expects {getattr(config, name)}; pick the matching --preset")
+            log.info("WavLM: loaded pretrained weights from %s", pretrained)
+        else:
+            self.wavlm = WavLMModel(config.to_hf())
+            log.warning("WavLM: no pretrained directory given, using RANDOM weights "
+                        "(fine for export, parity and latency; not for accuracy)")
+        self.wavlm.freeze_feature_encoder()
+        # Only used by SpecAugment, which we disable: freeze it so it is not "trainable but gradient-free".
+        if getattr(self.wavlm, "masked_spec_embed", None) is not None:
+            self.wavlm.masked_spec_embed.requires_grad_(False)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return conv_output_length(lengths, self.config.conv_kernel, self.config.conv_stride)
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        # waveform: [B, S]
+        if lengths is None:
+            mean = waveform.mean(dim=1, keepdim=True)
+            var = waveform.var(dim=1, keepdim=True, unbiased=False)
+            x = (waveform - mean) / torch.sqrt(var + 1e-7)
+        else:
+            valid = (torch.arange(waveform.shape[1], device=waveform.device)[None, :] < lengths[:, None])
+            valid = valid.to(waveform.dtype)  # [B, S]
+            n = valid.sum(dim=1, keepdim=True).clamp(min=1.0)
+            mean = (waveform * valid).sum(dim=1, keepdim=True) / n
+            var = (((waveform - mean) * valid) ** 2).sum(dim=1, keepdim=True) / n
+            x = (waveform - mean) / torch.sqrt(var + 1e-7) * valid  # padding stays zero
+        return self.wavlm(x).last_hidden_state  # [B, T_a, D_a]
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint as tensors, through safetensors or torch.load(weights_only=True): never pickle."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+class VideoEncoder(nn.Module):
+    """frames [N, 3, 224, 224] (CLIP-normalised) -> pooled, projected embeddings [N, D_v].
+
+    The open_clip image tower only; the text tower is never built. Frozen unless the
+    preset trains it (the tiny demo does: a random frozen tower carries too little).
+    """
+
+    def __init__(self, config: VideoConfig, pretrained: str | Path | None = None, frozen: bool = True):
+        super().__init__()
+        from open_clip.model import CLIPVisionCfg, _build_vision_tower
+
+        self.config = config
+        self.frozen = frozen
+        self.visual = _build_vision_tower(config.embed_dim, CLIPVisionCfg(**config.vision_cfg()),
+                                          quick_gelu=config.quick_gelu)
+        if pretrained is not None:
+            state = _read_state_dict(Path(pretrained))
+            visual = {k.removeprefix("visual."): v for k, v in state.items() if k.startswith("visual.")}
+            if not visual:
+                raise ValueError(f"{pretrained}: no 'visual.*' weights found; is this an open_clip/CLIP checkpoint?")
+            self.visual.load_state_dict(visual, strict=True)
+            log.info("CLIP: loaded image tower weights from %s", pretrained)
+        else:
+            log.warning("CLIP: no checkpoint given, using RANDOM weights "
+                        "(fine for export, parity and latency; not for accuracy)")
+        if frozen:
+            self.visual.requires_grad_(False)
+            self.visual.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.visual.eval()  # a frozen tower stays in inference mode
+        return self
+
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.visual(frames)  # [N, D_v]

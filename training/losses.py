@@ -1,0 +1,101 @@
+"""Foal-Net's objectives: emotion alignment (AVEL), label matching (MEM), and CCC.
+
+loss = CE(fused) + w_avel * AVEL + w_mem * MEM (+ unimodal CE and attribute CCC, see
+`FoalNet.training_step`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def label_targets(labels: torch.Tensor) -> torch.Tensor:
+    """t_ij = 1 where samples i and j carry the same emotion."""
+    return (labels[:, None] == labels[None, :]).to(torch.float32)
+
+
+def supervised_contrastive(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of -sum_j t_ij log softmax(logits)_ij (several positives per row)."""
+    return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def avel_loss(audio: torch.Tensor, video: torch.Tensor, labels: torch.Tensor,
+              scale: torch.Tensor, temperature: str = "clip") -> tuple[torch.Tensor, torch.Tensor]:
+    """Audio-video emotion alignment, both directions.
+
+    audio [B, E], video [B, E]: L2-normalised projections. `scale` is the learnable
+    temperature parameter. Returns (loss, s_av), s_av being the audio->video logits
+    that MEM samples its negatives from.
+    """
+    sim = audio @ video.t()  # [B, B] cosine similarities
+    if temperature == "clip":
+        s_av = sim * scale.exp().clamp(max=100.0)
+    elif temperature == "reference":
+        s_av = sim / scale  # the reference code: divides by ln(1/0.07) ~ 2.66, no exp
+    else:
+        raise ValueError(f"temperature must be 'clip' or 'reference', not {temperature!r}")
+    t = label_targets(labels)
+    loss = 0.5 * (supervised_contrastive(s_av, t) + supervised_contrastive(s_av.t(), t))
+    return loss, s_av
+
+
+def sample_negatives(similarity: torch.Tensor, labels: torch.Tensor,
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each row, one column with a DIFFERENT label, drawn from softmax(similarity).
+
+    Harder (more similar) negatives are likelier, as in ALBEF. Returns (rows, columns) of
+    the rows that have at least one other-label candidate; rows without one are skipped.
+    """
+    with torch.no_grad():
+        other = labels[:, None] != labels[None, :]  # [B, B]
+        rows = other.any(dim=1).nonzero(as_tuple=True)[0]
+        if rows.numel() == 0:
+            return rows, rows
+        weights = torch.softmax(similarity[rows].float(), dim=1) * other[rows]
+        # Guard against all-zero rows from underflow: fall back to uniform over candidates.
+        empty = weights.sum(dim=1) <= 0
+        weights[empty] = other[rows][empty].float()
+        cols = torch.multinomial(weights, 1, generator=generator).squeeze(1)
+        return rows, cols
+
+
+def mem_loss(fusion, audio, audio_mask, video, video_mask, labels, s_av, head_a, head_v,
+             generator: torch.Generator | None = None) -> torch.Tensor | None:
+    """Cross-modal emotion label matching: is this audio/video pair the same emotion?
+
+    Positives: each sample with its own partner. Negatives: each audio with a sampled
+    other-label video (and each video with an other-label audio), through the SAME
+    cross-attention stacks. Returns None when no row has a negative (single-label batch).
+    """
+    a_rows, a_neg = sample_negatives(s_av, labels, generator)  # audio anchor -> negative video
+    v_rows, v_neg = sample_negatives(s_av.t(), labels, generator)  # video anchor -> negative audio
+    if a_rows.numel() == 0:
+        return None
+    # Audio-anchored pairs for the a2v stack, video-anchored pairs for v2a.
+    pos_a, pos_v = fusion.cross(audio, audio_mask, video, video_mask)
+    neg_a = fusion.a2v(audio[a_rows], audio_mask[a_rows], video[a_neg], video_mask[a_neg])
+    neg_v = fusion.v2a(video[v_rows], video_mask[v_rows], audio[v_neg], audio_mask[v_neg])
+
+    def matching_ce(head, pos, neg):
+        logits = head(torch.cat([pos, neg]))
+        target = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).long().to(logits.device)
+        return F.cross_entropy(logits, target)
+
+    return 0.5 * (matching_ce(head_a, pos_a, neg_a) + matching_ce(head_v, pos_v, neg_v))
+
+
+def ccc(pred: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+    """Concordance correlation coefficient per column of [N, K] (or of a vector)."""
+    if pred.dim() == 1:
+        pred, gold = pred[:, None], gold[:, None]
+    mp, mg = pred.mean(0), gold.mean(0)
+    vp, vg = pred.var(0, unbiased=False), gold.var(0, unbiased=False)
+    cov = ((pred - mp) * (gold - mg)).mean(0)
+    return 2 * cov / (vp + vg + (mp - mg) ** 2 + 1e-8)
+
+
+def ccc_loss(pred: torch.Tensor, gold: torch.Tensor, weights) -> torch.Tensor:
+    """sum_k w_k (1 - CCC_k) over the attributes (Atmaja & Akagi's multitask loss)."""
+    w = torch.as_tensor(weights, dtype=pred.dtype, device=pred.device)
+    return (w * (1.0 - ccc(pred, gold))).sum()

@@ -1,0 +1,177 @@
+"""Foal-Net: WavLM + CLIP encoders, the cross-attention fusion head, and the two
+training-only auxiliary tasks (AVEL alignment, MEM label matching).
+
+The three deployable sub-modules are `audio_encoder`, `video_encoder` and `fusion`;
+export and the eager benchmark use exactly these.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import losses
+from .config import FoalConfig, preset as get_preset
+from .encoders import AudioEncoder, VideoEncoder
+from .fusion import FusionHead, masked_mean
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class AlignmentProjection(nn.Module):
+    """AVEL's projection to the shared space: e1 = W1 x; LayerNorm(e1 + Dropout(W2 GELU(e1)))."""
+
+    def __init__(self, d_in: int, d_out: int, dropout: float = 0.5):
+        super().__init__()
+        self.proj = nn.Linear(d_in, d_out, bias=False)
+        self.fc = nn.Linear(d_out, d_out, bias=False)
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.proj(x)
+        return F.normalize(self.norm(e1 + self.dropout(self.fc(F.gelu(e1)))), dim=-1)
+
+
+class FoalNet(nn.Module):
+    def __init__(self, config: FoalConfig, wavlm: str | Path | None = None, clip: str | Path | None = None):
+        super().__init__()
+        self.config = config
+        self.audio_encoder = AudioEncoder(config.audio, pretrained=wavlm)
+        self.video_encoder = VideoEncoder(config.video, pretrained=clip, frozen=config.freeze_video)
+        d_a, d_v = config.audio.hidden_size, config.video.embed_dim
+        self.fusion = FusionHead(d_a, d_v, config.fusion)
+        # Training-only heads.
+        self.avel_audio = AlignmentProjection(d_a, config.avel_dim)
+        self.avel_video = AlignmentProjection(d_v, config.avel_dim)
+        self.avel_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.mem_audio = nn.Linear(d_a, 2)
+        self.mem_video = nn.Linear(d_v, 2)
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_preset(cls, name: str, wavlm: str | Path | None = None, clip: str | Path | None = None,
+                    **overrides) -> "FoalNet":
+        """Build a preset; `wavlm` is a local Hugging Face directory, `clip` an open_clip
+        checkpoint file. Missing encoders get random weights (logged)."""
+        config = get_preset(name)
+        for key, value in overrides.items():
+            if not hasattr(config, key):
+                raise ValueError(f"unknown config field {key!r}")
+            setattr(config, key, value)
+        return cls(config, wavlm=wavlm, clip=clip)
+
+    def save(self, directory: str | Path) -> None:
+        """config.json + model.safetensors, each written atomically."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / (CONFIG_FILE + ".tmp")
+        tmp.write_text(self.config.to_json())
+        tmp.replace(directory / CONFIG_FILE)
+        tmp = directory / (WEIGHTS_FILE + ".tmp")
+        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(tmp))
+        tmp.replace(directory / WEIGHTS_FILE)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "FoalNet":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(f"{directory}: no {name}; a checkpoint is a directory written "
+                                        "by training (config.json + model.safetensors)")
+        config = FoalConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
+        quiet = logging.getLogger("training.encoders")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # weights come from the checkpoint, not random
+        try:
+            model = cls(config)
+        finally:
+            quiet.setLevel(level)
+        try:
+            state = load_file(str(directory / WEIGHTS_FILE))
+        except (SafetensorError, OSError) as exc:
+            raise ValueError(f"{directory / WEIGHTS_FILE} is corrupt or truncated ({exc}); "
+                             "re-copy it or retrain") from exc
+        model.load_state_dict(state, strict=True)
+        return model
+
+    # -- forward ------------------------------------------------------------------------
+    def encode_audio(self, waveform, lengths=None):
+        """-> (hidden [B, T_a, D_a], mask [B, T_a])"""
+        hidden = self.audio_encoder(waveform, lengths)
+        if lengths is None:
+            mask = hidden.new_ones(hidden.shape[:2])
+        else:
+            frames = self.audio_encoder.frame_lengths(lengths).clamp(min=1)
+            mask = (torch.arange(hidden.shape[1], device=hidden.device)[None] < frames[:, None]).to(hidden.dtype)
+        return hidden, mask
+
+    def encode_video(self, frames):
+        """frames [B, T, 3, H, W] -> embeddings [B, T, D_v]"""
+        B, T = frames.shape[:2]
+        return self.video_encoder(frames.flatten(0, 1)).view(B, T, -1)
+
+    def forward(self, waveform, video, video_mask, audio_lengths=None):
+        """Inference: `video` is frames [B, T, 3, H, W] or embeddings [B, T, D_v]."""
+        audio, audio_mask = self.encode_audio(waveform, audio_lengths)
+        if video.dim() == 5:
+            video = self.encode_video(video)
+        return self.fusion(audio, audio_mask, video, video_mask.to(audio.dtype))
+
+    def training_step(self, batch: dict, generator: torch.Generator | None = None) -> dict:
+        """One step's losses and logits. `batch`: waveform [B, S], audio_lengths [B],
+        frames [B, T, 3, H, W] or video_embeddings [B, T, D_v], video_mask [B, T],
+        labels [B], and attributes [B, 3] when the attribute head is trained."""
+        cfg, w = self.config, self.config.loss
+        audio, audio_mask = self.encode_audio(batch["waveform"], batch.get("audio_lengths"))
+        video = batch["video_embeddings"] if "video_embeddings" in batch else self.encode_video(batch["frames"])
+        video_mask = batch["video_mask"].to(audio.dtype)
+        labels = batch["labels"]
+
+        outputs = self.fusion(audio, audio_mask, video, video_mask)
+        logits, audio_logits, video_logits = outputs[:3]
+        out = {"logits": logits, "audio_logits": audio_logits, "video_logits": video_logits}
+        out["ce"] = F.cross_entropy(logits, labels)
+        out["ce_unimodal"] = 0.5 * (F.cross_entropy(audio_logits, labels) + F.cross_entropy(video_logits, labels))
+        total = out["ce"] + w.unimodal * out["ce_unimodal"]
+
+        if w.avel > 0 or w.mem > 0:
+            pa = self.avel_audio(masked_mean(audio, audio_mask))
+            pv = self.avel_video(masked_mean(video, video_mask))
+            avel, s_av = losses.avel_loss(pa, pv, labels, self.avel_scale, cfg.avel_temperature)
+            if w.avel > 0:
+                out["avel"] = avel
+                total = total + w.avel * avel
+            if w.mem > 0:
+                mem = losses.mem_loss(self.fusion, audio, audio_mask, video, video_mask, labels,
+                                      s_av.detach(), self.mem_audio, self.mem_video, generator)
+                if mem is not None:  # None: a single-label batch has no negatives
+                    out["mem"] = mem
+                    total = total + w.mem * mem
+
+        if len(outputs) > 3:
+            out["attributes"] = outputs[3]
+            if "attributes" in batch and w.attributes > 0:
+                out["ccc"] = losses.ccc_loss(outputs[3], batch["attributes"], w.ccc)
+                total = total + w.attributes * out["ccc"]
+        out["loss"] = total
+        return out
+
+    def parameter_counts(self) -> dict[str, int]:
+        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        return {"audio_encoder": count(self.audio_encoder), "video_encoder": count(self.video_encoder),
+                "fusion": count(self.fusion), "total": count(self)}
