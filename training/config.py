@@ -100,8 +100,10 @@ class FusionConfig:
 
 @dataclass
 class LossWeights:
-    """loss = CE + avel * AVEL + mem * MEM + unimodal * (CE_audio + CE_video) / 2 + attributes * CCC."""
+    """loss = emotion * (CE + unimodal * (CE_audio + CE_video) / 2) + avel * AVEL + mem * MEM
+    + attributes * CCC."""
 
+    emotion: float = 1.0
     avel: float = 1.0
     mem: float = 0.1
     unimodal: float = 1.0

@@ -10,6 +10,22 @@ import torch
 import torch.nn.functional as F
 
 
+def gather_across_ranks(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate x over all DDP ranks, keeping the gradient of this rank's part (so the
+    contrastive loss sees the global batch). A no-op without torch.distributed."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    if x.requires_grad:
+        from torch.distributed.nn.functional import all_gather
+
+        return torch.cat(all_gather(x))
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
 def label_targets(labels: torch.Tensor) -> torch.Tensor:
     """t_ij = 1 where samples i and j carry the same emotion."""
     return (labels[:, None] == labels[None, :]).to(torch.float32)
@@ -20,21 +36,25 @@ def supervised_contrastive(logits: torch.Tensor, targets: torch.Tensor) -> torch
     return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
+def similarity_logits(audio: torch.Tensor, video: torch.Tensor, scale: torch.Tensor,
+                      temperature: str = "clip") -> torch.Tensor:
+    """s_av [B_a, B_v]: cosine similarities of L2-normalised projections, tempered."""
+    sim = audio @ video.t()
+    if temperature == "clip":
+        return sim * scale.exp().clamp(max=100.0)
+    if temperature == "reference":
+        return sim / scale  # the reference code: divides by ln(1/0.07) ~ 2.66, no exp
+    raise ValueError(f"temperature must be 'clip' or 'reference', not {temperature!r}")
+
+
 def avel_loss(audio: torch.Tensor, video: torch.Tensor, labels: torch.Tensor,
               scale: torch.Tensor, temperature: str = "clip") -> tuple[torch.Tensor, torch.Tensor]:
     """Audio-video emotion alignment, both directions.
 
     audio [B, E], video [B, E]: L2-normalised projections. `scale` is the learnable
-    temperature parameter. Returns (loss, s_av), s_av being the audio->video logits
-    that MEM samples its negatives from.
+    temperature parameter. Returns (loss, s_av).
     """
-    sim = audio @ video.t()  # [B, B] cosine similarities
-    if temperature == "clip":
-        s_av = sim * scale.exp().clamp(max=100.0)
-    elif temperature == "reference":
-        s_av = sim / scale  # the reference code: divides by ln(1/0.07) ~ 2.66, no exp
-    else:
-        raise ValueError(f"temperature must be 'clip' or 'reference', not {temperature!r}")
+    s_av = similarity_logits(audio, video, scale, temperature)
     t = label_targets(labels)
     loss = 0.5 * (supervised_contrastive(s_av, t) + supervised_contrastive(s_av.t(), t))
     return loss, s_av

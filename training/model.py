@@ -147,12 +147,15 @@ class FoalNet(nn.Module):
         out = {"logits": logits, "audio_logits": audio_logits, "video_logits": video_logits}
         out["ce"] = F.cross_entropy(logits, labels)
         out["ce_unimodal"] = 0.5 * (F.cross_entropy(audio_logits, labels) + F.cross_entropy(video_logits, labels))
-        total = out["ce"] + w.unimodal * out["ce_unimodal"]
+        total = w.emotion * (out["ce"] + w.unimodal * out["ce_unimodal"])
 
         if w.avel > 0 or w.mem > 0:
             pa = self.avel_audio(masked_mean(audio, audio_mask))
             pv = self.avel_video(masked_mean(video, video_mask))
-            avel, s_av = losses.avel_loss(pa, pv, labels, self.avel_scale, cfg.avel_temperature)
+            avel, _ = losses.avel_loss(losses.gather_across_ranks(pa), losses.gather_across_ranks(pv),
+                                       losses.gather_across_ranks(labels), self.avel_scale, cfg.avel_temperature)
+            # MEM draws its negatives from this rank's own batch.
+            s_av = losses.similarity_logits(pa, pv, self.avel_scale, cfg.avel_temperature)
             if w.avel > 0:
                 out["avel"] = avel
                 total = total + w.avel * avel

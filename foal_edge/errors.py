@@ -1,0 +1,26 @@
+"""One exception hierarchy for everything the runtime refuses. Each message says what was
+wrong and what to do about it."""
+
+
+class FoalEdgeError(Exception):
+    """Base class: catch this to handle every error foal_edge raises on purpose."""
+
+
+class InvalidInputError(FoalEdgeError, ValueError):
+    """Audio, frames or arguments that cannot be used as given."""
+
+
+class BundleError(FoalEdgeError):
+    """A bundle directory that is missing, incomplete, corrupt or of another schema version."""
+
+
+class IncompatibleEngineError(BundleError):
+    """A TensorRT engine built for another TensorRT version or GPU: rebuild it on this device."""
+
+
+class BackendUnavailableError(FoalEdgeError):
+    """The requested backend (or its libraries, or a GPU) is not available here."""
+
+
+class MediaError(FoalEdgeError):
+    """An audio or video file that cannot be opened or decoded."""

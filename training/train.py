@@ -1,0 +1,351 @@
+"""Leave-one-session-out training of Foal-Net.
+
+    python -m training.train --data iemocap --root /data/IEMOCAP_full_release \\
+        --wavlm /models/wavlm-large --clip /models/clip.bin --out runs/foal
+    python -m training.train --data synthetic --root data/synthetic --preset tiny --out runs/demo
+
+Each fold tests on one session. The best epoch is chosen on a validation split carved
+from the TRAINING sessions (the reference code picks it on the test session). Each fold
+directory holds the chosen model (config.json + model.safetensors, what
+`python -m export.build_engine --checkpoint` takes), metrics.json, confusion.png, and
+state/ for `--resume`. Multi-GPU: `torchrun --nproc-per-node N -m training.train ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import ATTRIBUTE_NAMES, EMOTION_LABELS, preset as get_preset
+from .metrics import ccc_report, classification_report, plot_confusion
+from .model import FoalNet
+
+log = logging.getLogger("training")
+STATE_DIR = "state"
+
+
+# -- distributed ----------------------------------------------------------------------------
+def dist_setup() -> tuple[int, int]:
+    """(rank, world size); initialises torch.distributed under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return dist.get_rank(), world
+
+
+# -- data -----------------------------------------------------------------------------------
+def read_corpus(args):
+    from .data.iemocap import read_iemocap
+
+    root = Path(args.root)
+    if args.data == "synthetic" and not root.exists():
+        from .synthetic import make_corpus
+
+        log.info("no synthetic corpus at %s: writing one", root)
+        make_corpus(root)
+    corpus = read_iemocap(root, merge_excited=not args.keep_excited)
+    log.info("%s", corpus.report())
+    return corpus
+
+
+def split_validation(clips, fraction: float, seed: int):
+    """A validation split stratified by label, carved from the training clips."""
+    rng = np.random.default_rng(seed)
+    val = set()
+    for label in range(len(EMOTION_LABELS)):
+        idx = [i for i, c in enumerate(clips) if c.label == label]
+        rng.shuffle(idx)
+        val.update(idx[: max(1, int(round(fraction * len(idx))))] if idx else [])
+    return [c for i, c in enumerate(clips) if i not in val], [c for i, c in enumerate(clips) if i in val]
+
+
+def balanced_order(clips, generator: torch.Generator) -> list[int]:
+    """One epoch of class-balanced sampling with replacement (WeightedRandomSampler's rule)."""
+    counts = np.bincount([c.label for c in clips], minlength=len(EMOTION_LABELS))
+    weights = torch.tensor([1.0 / counts[c.label] for c in clips], dtype=torch.double)
+    return torch.multinomial(weights, len(clips), replacement=True, generator=generator).tolist()
+
+
+# -- evaluation -----------------------------------------------------------------------------
+@torch.inference_mode()
+def evaluate(model, clips, config, batch_size: int, device) -> dict:
+    from .data.clips import collate
+
+    model.eval()
+    outs = {"fused": [], "audio": [], "video": [], "attributes": []}
+    for i in range(0, len(clips), batch_size):
+        batch = {k: v.to(device) for k, v in collate(clips[i:i + batch_size], config).items()}
+        video = batch.get("video_embeddings", batch.get("frames"))
+        res = model(batch["waveform"], video, batch["video_mask"], batch["audio_lengths"])
+        for key, t in zip(("fused", "audio", "video", "attributes"), res):
+            outs[key].append(t.float().cpu().numpy())
+    gold = [c.label for c in clips]
+    report = {name: classification_report(gold, np.concatenate(outs[name]).argmax(1), EMOTION_LABELS)
+              for name in ("fused", "audio", "video")}
+    if outs["attributes"]:
+        report["ccc"] = ccc_report(np.concatenate(outs["attributes"]), np.stack([c.vad for c in clips]),
+                                   ATTRIBUTE_NAMES)
+    return report
+
+
+# -- checkpoints ----------------------------------------------------------------------------
+def save_state(directory: Path, model, optimizer, epoch: int, history: list, best: dict, generators) -> None:
+    """Everything --resume needs, as safetensors + JSON, written atomically."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    for pid, st in opt["state"].items():
+        for key, value in st.items():
+            tensors[f"optim.{pid}.{key}"] = torch.as_tensor(value).cpu().contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    for name, g in generators.items():
+        tensors[f"rng.{name}"] = g.get_state()
+    meta = {"epoch": epoch, "history": history, "best": best, "param_groups": opt["param_groups"]}
+    tmp = directory / "state.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    tmp.replace(directory / "state.safetensors")
+    tmp = directory / "state.json.tmp"
+    tmp.write_text(json.dumps(meta))
+    tmp.replace(directory / "state.json")
+
+
+def load_state(directory: Path, model, optimizer, generators) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(directory / "state.safetensors"))
+        meta = json.loads((directory / "state.json").read_text())
+    except (SafetensorError, OSError, json.JSONDecodeError) as exc:
+        raise SystemExit(f"{directory}: the training state is corrupt or incomplete ({exc}); "
+                         "delete that directory to restart this fold from scratch") from exc
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    torch.set_rng_state(tensors["rng.torch"])
+    for name, g in generators.items():
+        g.set_state(tensors[f"rng.{name}"])
+    return meta
+
+
+# -- one fold -------------------------------------------------------------------------------
+def train_fold(args, cfg, corpus_clips, test_session: int, out: Path, rank: int, world: int) -> dict:
+    from tqdm import tqdm
+
+    from .data.clips import EmbeddingCache, collate
+
+    device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(args.seed)
+    model = FoalNet(cfg, wavlm=args.wavlm, clip=args.clip)
+    train_clips = [c for c in corpus_clips if c.session != test_session]
+    test_clips = [c for c in corpus_clips if c.session == test_session]
+    train_clips, val_clips = split_validation(train_clips, args.val_fraction, args.seed)
+    if cfg.freeze_video:
+        EmbeddingCache(args.cache, model.video_encoder, cfg).fill(corpus_clips)
+    model.to(device)
+    trained = {"wavlm_conv_features": False, "wavlm_transformer": True,
+               "clip_tower": not cfg.freeze_video, "fusion": True}
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                  lr=args.lr, weight_decay=args.weight_decay)
+    generators = {"sampler": torch.Generator().manual_seed(args.seed),
+                  "mem": torch.Generator(device=device).manual_seed(args.seed + 1)}
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    ddp_model = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        class Step(torch.nn.Module):  # DDP syncs gradients through forward(): route the step there
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, batch, generator):
+                return self.m.training_step(batch, generator)
+
+        ddp_model = DistributedDataParallel(Step(model), find_unused_parameters=True)
+
+    state_dir = out / STATE_DIR
+    history, best, start = [], {"epoch": -1, "UA": -1.0}, 0
+    if args.resume and (state_dir / "state.json").is_file():
+        meta = load_state(state_dir, model, optimizer, generators)
+        history, best, start = meta["history"], meta["best"], meta["epoch"] + 1
+        log.info("fold %d: resuming after epoch %d", test_session, meta["epoch"] + 1)
+
+    t0 = time.time()
+    for epoch in range(start, args.epochs):
+        model.train()
+        order = balanced_order(train_clips, generators["sampler"])
+        order = order[rank::world]
+        losses_seen = []
+        bar = tqdm(range(0, len(order), args.batch_size), desc=f"fold {test_session} epoch {epoch + 1}",
+                   disable=rank != 0 or args.quiet, leave=False)
+        for i in bar:
+            batch = {k: v.to(device) for k, v in collate([train_clips[j] for j in order[i:i + args.batch_size]],
+                                                          cfg).items()}
+            with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+                out_step = (ddp_model(batch, generators["mem"]) if world > 1
+                            else model.training_step(batch, generators["mem"]))
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(out_step["loss"]).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            losses_seen.append(float(out_step["loss"].detach()))
+            bar.set_postfix(loss=f"{np.mean(losses_seen):.3f}")
+        val = evaluate(model, val_clips, cfg, args.batch_size, device)
+        row = {"epoch": epoch + 1, "loss": float(np.mean(losses_seen)), "val_UA": val["fused"]["UA"],
+               "val_WA": val["fused"]["WA"]}
+        history.append(row)
+        if rank == 0:
+            if not args.quiet:
+                print(f"fold {test_session} epoch {epoch + 1}/{args.epochs}: loss {row['loss']:.4f} "
+                      f"val UA {row['val_UA']:.3f} WA {row['val_WA']:.3f}", flush=True)
+            if val["fused"]["UA"] > best["UA"]:
+                best = {"epoch": epoch + 1, "UA": val["fused"]["UA"]}
+                model.save(out)  # the selected model, as export takes it
+            save_state(state_dir, model, optimizer, epoch, history, best, generators)
+
+    if rank != 0:
+        return {}
+    selected = FoalNet.load(out).to(device)
+    test = evaluate(selected, test_clips, cfg, args.batch_size, device)
+    metrics = {"test_session": test_session, "selected_epoch": best["epoch"], "val_UA": best["UA"],
+               "train_clips": len(train_clips), "val_clips": len(val_clips), "test_clips": len(test_clips),
+               "trained_parts": trained, "loss_weights": vars(cfg.loss), "history": history,
+               "wall_seconds": round(time.time() - t0, 1), "test": test}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    plot_confusion(test["fused"]["confusion"], EMOTION_LABELS, out / "confusion.png",
+                   f"session {test_session}: UA {test['fused']['UA']:.3f}, WA {test['fused']['WA']:.3f}")
+    return metrics
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    out = {}
+    for part in filter(None, text.split(",")):
+        key, _, value = part.partition("=")
+        out[key.strip()] = float(value)
+    return out
+
+
+def make_config(args):
+    """The preset with the command line's choices applied."""
+    cfg = get_preset(args.preset)
+    weights = parse_weights(args.loss_weights)
+    for k, v in weights.items():
+        if not hasattr(cfg.loss, k):
+            raise SystemExit(f"--loss-weights: unknown weight {k!r}; known: {list(vars(cfg.loss))}")
+        setattr(cfg.loss, k, v)
+    if args.no_avel:
+        cfg.loss.avel = 0.0
+    if args.no_mem:
+        cfg.loss.mem = 0.0
+    if args.task == "attributes":
+        cfg.loss.emotion = 0.0
+    if args.task in ("attributes", "both"):
+        cfg.fusion.attributes = True
+    if args.freeze_video is not None:
+        cfg.freeze_video = args.freeze_video
+    cfg.avel_temperature = args.avel_temperature
+    return cfg
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", choices=("iemocap", "synthetic"), default="iemocap",
+                   help="corpus kind; 'synthetic' writes one at --root if none is there")
+    p.add_argument("--root", required=True, help="IEMOCAP_full_release directory (or the synthetic corpus)")
+    p.add_argument("--preset", default="large", choices=("large", "base", "tiny"))
+    p.add_argument("--wavlm", help="local Hugging Face WavLM directory (random weights without)")
+    p.add_argument("--clip", help="open_clip checkpoint file, optionally NAME=FILE (random weights without)")
+    p.add_argument("--folds", default="all", help="test sessions: 'all' or a comma list such as 1,3")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--loss-weights", default="", help="e.g. avel=1,mem=0.1,unimodal=1,attributes=1")
+    p.add_argument("--no-avel", action="store_true", help="ablation: no audio-video emotion alignment")
+    p.add_argument("--no-mem", action="store_true", help="ablation: no cross-modal label matching")
+    p.add_argument("--avel-temperature", choices=("clip", "reference"), default="clip")
+    p.add_argument("--task", choices=("emotion", "attributes", "both"), default="emotion")
+    p.add_argument("--freeze-video", dest="freeze_video", action="store_true", default=None,
+                   help="freeze the CLIP tower and train from cached frame embeddings (the paper)")
+    p.add_argument("--train-video", dest="freeze_video", action="store_false",
+                   help="fine-tune the CLIP tower (the tiny preset's default)")
+    p.add_argument("--keep-excited", action="store_true", help="leave 'excited' out instead of merging it into happy")
+    p.add_argument("--val-fraction", type=float, default=0.15)
+    p.add_argument("--cache", default=None, help="CLIP embedding cache directory (default OUT/embedding-cache)")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--out", required=True)
+    p.add_argument("--resume", action="store_true", help="continue each fold from its last saved epoch")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.clip and "=" in args.clip:
+        _, args.clip = args.clip.split("=", 1)  # NAME=FILE: the preset names the architecture
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    rank, world = dist_setup()
+    out = Path(args.out)
+    args.cache = args.cache or str(out / "embedding-cache")
+
+    cfg = make_config(args)
+    corpus = read_corpus(args)
+    from .data.clips import load_clips
+
+    clips = load_clips(corpus.utterances, cfg, progress=not args.quiet)
+    sessions = sorted({c.session for c in clips})
+    folds = sessions if args.folds == "all" else [int(f) for f in args.folds.split(",")]
+    results = {}
+    for session in folds:
+        fold_dir = out / f"fold{session}"
+        if args.resume and (fold_dir / "metrics.json").is_file():
+            results[session] = json.loads((fold_dir / "metrics.json").read_text())
+            continue
+        results[session] = train_fold(args, cfg, clips, session, fold_dir, rank, world)
+    if rank != 0:
+        return {}
+    summary = {"folds": {}, "mean": {}, "skipped_turns": dict(corpus.skipped), "command": vars(args)}
+    for session, m in results.items():
+        summary["folds"][session] = {k: {"UA": m["test"][k]["UA"], "WA": m["test"][k]["WA"]}
+                                     for k in ("fused", "audio", "video")}
+        summary["folds"][session]["wall_seconds"] = m["wall_seconds"]
+        if "ccc" in m["test"]:
+            summary["folds"][session]["ccc"] = m["test"]["ccc"]
+    for k in ("fused", "audio", "video"):
+        summary["mean"][k] = {metric: float(np.mean([f[k][metric] for f in summary["folds"].values()]))
+                              for metric in ("UA", "WA")}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print("test (mean over folds): " + ", ".join(
+        f"{k} UA {v['UA']:.3f} WA {v['WA']:.3f}" for k, v in summary["mean"].items()))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
