@@ -92,10 +92,10 @@ def draw_face(rng: np.random.Generator, speaker: dict, code: str | None, strengt
                    width=3)
         # Mouth: a parabola, corners up (pleasant) or down (unpleasant).
         xs = np.linspace(-14, 14, 15) * s
-        curve = valence * strength * 9 * s * (xs / (14 * s)) ** 2
+        curve = valence * strength * 14 * s * (xs / (14 * s)) ** 2
         ys = cy + 20 * s - curve
         opening = rng.uniform(1, 5) * s if talking else 0.0
-        d.line(list(zip(cx + xs, ys - opening / 2)), fill=(120, 20, 30), width=4)
+        d.line(list(zip(cx + xs, ys - opening / 2)), fill=(120, 20, 30), width=6)
         if opening:
             d.line(list(zip(cx + xs, ys + opening / 2)), fill=(120, 20, 30), width=3)
     frame = np.asarray(img, dtype=np.float32) + rng.normal(0, 6, (HEIGHT, WIDTH, 3))
@@ -181,3 +181,16 @@ def main(argv=None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def make_clip(seed: int, code: str | None = None, seconds: float | None = None, frames: int = 8):
+    """One in-memory clip like the corpus's: (audio float32 [S] at 16 kHz, frames uint8
+    [frames, H, W, 3], code). For parity checks, tests and the bundle's demo clip."""
+    rng = np.random.default_rng([seed, 7])
+    code = code or str(rng.choice(["neu", "hap", "ang", "sad"]))
+    seconds = seconds or float(rng.uniform(1.6, 3.2))
+    speaker = _speaker(rng, str(rng.choice(["F", "M"])))
+    strength = float(rng.uniform(0.5, 1.0))
+    audio = speak(rng, speaker, code, seconds)
+    video = np.stack([draw_face(rng, speaker, code, strength, talking=True) for _ in range(frames)])
+    return audio, video, code

@@ -1,0 +1,284 @@
+"""Turn a trained Foal-Net checkpoint into a deployable bundle.
+
+    python -m export.build_engine                       # the demo bundle -> build/foal-demo
+    python -m export.build_engine --checkpoint runs/foal/fold1 --out bundles/foal --precision fp16
+    python -m export.build_engine --preset large --random-weights --out build/large-fp16 --precision fp16
+
+Exports the three graphs (audio encoder, video encoder, fusion) to ONNX, converts them to
+the requested precision, builds TensorRT engines on this machine when TensorRT and a GPU
+are here (ONNX otherwise), measures parity against the eager model, and writes the
+bundle: the graph files plus manifest.json. `foal_edge.Predictor(OUT)` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "training" / "demo"
+DEMO_OUT = Path("build/foal-demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m export.build_engine", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="a training output directory (config.json + model.safetensors); "
+                        "default: the committed demo checkpoint, training/demo")
+    p.add_argument("--preset", choices=("large", "base", "tiny"),
+                   help="with --random-weights: the architecture to build (the checkpoint's own otherwise)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="no checkpoint: random weights of --preset (for latency and parity work, not accuracy)")
+    p.add_argument("--precision", choices=("auto", "fp32", "fp16", "int8"), default="auto",
+                   help="fp32; fp16 (FP32 kept for LayerNorm, Softmax, reductions, position arithmetic); "
+                        "int8 (dynamic quantisation of the encoders' MatMul/Gemm, for CPUs). "
+                        "auto: fp16 for TensorRT, fp32 for ONNX")
+    p.add_argument("--target", choices=("auto", "onnx", "tensorrt"), default="auto",
+                   help="auto: TensorRT engines when TensorRT and a GPU are present, ONNX otherwise")
+    p.add_argument("--out", type=Path, default=None, help=f"bundle directory (default {DEMO_OUT})")
+    p.add_argument("--frames", type=int, default=None,
+                   help="frames per clip the runtime samples (default: the checkpoint's; the paper: 180)")
+    p.add_argument("--max-audio-seconds", type=float, default=None,
+                   help="longest audio window (default: the checkpoint's; the paper: 6)")
+    p.add_argument("--workspace-mb", type=int, default=1024,
+                   help="TensorRT builder workspace (Jetson shares memory with the CPU: keep it small)")
+    p.add_argument("--timing-cache", type=Path, default=None,
+                   help="TensorRT timing cache file, read if present and updated (speeds up rebuilds)")
+    p.add_argument("--weakly-typed", action="store_true",
+                   help="TensorRT 10.x only: build from the FP32 ONNX with the FP16 builder flag instead of "
+                        "the strongly typed FP16 ONNX")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18; see export/onnx_export.py)")
+    p.add_argument("--exporter", choices=("dynamo", "legacy"), default="dynamo",
+                   help="torch.onnx exporter (dynamo: measured faster on ONNX Runtime, see README)")
+    p.add_argument("--parity-clips", type=int, default=None,
+                   help="synthetic clips for the parity check (default 200 for tiny, 4 otherwise; 0 skips)")
+    p.add_argument("--device", type=int, default=0, help="CUDA device for TensorRT builds")
+    return p
+
+
+def log_step(msg: str) -> None:
+    print(f"[build_engine] {msg}", file=sys.stderr, flush=True)
+
+
+def load_model(args):
+    from training.model import FoalNet
+
+    if args.random_weights:
+        if not args.preset:
+            raise SystemExit("--random-weights needs --preset large|base|tiny")
+        return FoalNet.from_preset(args.preset).eval()
+    checkpoint = args.checkpoint or DEMO_CHECKPOINT
+    try:
+        model = FoalNet.load(checkpoint).eval()
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"cannot load checkpoint: {exc}")
+    if args.preset and args.preset != model.config.preset:
+        raise SystemExit(f"{checkpoint} is a {model.config.preset!r} checkpoint, not {args.preset!r}")
+    return model
+
+
+def choose_target(args) -> tuple[str, str]:
+    from .tensorrt_build import tensorrt_status
+
+    usable, why = tensorrt_status()
+    if args.target == "tensorrt" and not usable:
+        raise SystemExit(f"--target tensorrt: {why}")
+    if args.target == "onnx" or (args.target == "auto" and not usable):
+        return "onnx", ("ONNX requested" if args.target == "onnx" else f"ONNX because {why}")
+    return "tensorrt", f"TensorRT engines because {why}"
+
+
+def profiles_for(name: str, config, manifest_frames: int, max_seconds: float):
+    """min / opt / max shapes per input of one graph (batch 1 at opt; up to 4 clips)."""
+    from foal_edge.preprocess import min_samples, wavlm_frames
+
+    from .tensorrt_build import Profile
+
+    rate = config.sample_rate
+    kernels, strides = config.audio.conv_kernel, config.audio.conv_stride
+    s_min, s_opt, s_max = min_samples(kernels, strides), int(min(6.0, max_seconds) * rate), int(max_seconds * rate)
+    t_min, t_opt, t_max = (wavlm_frames(s, kernels, strides) for s in (s_min, s_opt, s_max))
+    size, d_a, d_v = config.video.image_size, config.audio.hidden_size, config.video.embed_dim
+    if name == "audio":
+        return {"waveform": Profile((1, s_min), (1, s_opt), (4, s_max))}
+    if name == "video":
+        return {"frames": Profile((1, 3, size, size), (manifest_frames, 3, size, size),
+                                  (4 * manifest_frames, 3, size, size))}
+    return {"audio": Profile((1, t_min, d_a), (1, t_opt, d_a), (4, t_max, d_a)),
+            "audio_mask": Profile((1, t_min), (1, t_opt), (4, t_max)),
+            "video": Profile((1, 1, d_v), (1, manifest_frames, d_v), (4, manifest_frames, d_v)),
+            "video_mask": Profile((1, 1), (1, manifest_frames), (4, manifest_frames))}
+
+
+def main(argv=None) -> Path:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    demo = args.checkpoint is None and not args.random_weights
+    t_start = time.time()
+
+    from foal_edge.backends.onnxruntime import OnnxRuntimeRunner
+    from foal_edge.manifest import GRAPHS
+
+    from . import graphs as graph_defs
+    from . import parity
+    from .bundle import graph_info, manifest_for, write_manifest
+    from .fp16 import convert_file
+    from .onnx_export import OPSET, export_onnx
+    from .quantize import quantize_int8
+
+    model = load_model(args)
+    config = model.config
+    if args.frames:
+        config.frames_per_clip = args.frames
+    if args.max_audio_seconds:
+        config.audio_seconds = args.max_audio_seconds
+    target, why = choose_target(args)
+    precision = args.precision if args.precision != "auto" else ("fp16" if target == "tensorrt" else "fp32")
+    if target == "tensorrt" and precision == "int8":
+        raise SystemExit("--precision int8 is the CPU (ONNX Runtime) variant; for TensorRT use fp16")
+    out = args.out or DEMO_OUT
+    out.mkdir(parents=True, exist_ok=True)
+    opset = args.opset or OPSET
+    n_parity = args.parity_clips if args.parity_clips is not None else (200 if config.preset == "tiny" else 4)
+
+    work = Path(tempfile.mkdtemp(prefix="foal-export-"))
+    try:
+        specs, modules = graph_defs.specs(model), graph_defs.modules(model)
+        fp32 = {}
+        for name in GRAPHS:
+            t = time.time()
+            fp32[name] = export_onnx(modules[name], graph_defs.example_inputs(model, name), specs[name],
+                                     work / f"{name}.onnx", opset=opset, exporter=args.exporter)
+            log_step(f"exported {name} graph to ONNX ({args.exporter}, opset {opset}) in {time.time() - t:.1f}s")
+
+        # The precision variant the bundle ships.
+        final = {}
+        for name in GRAPHS:
+            if precision == "fp32":
+                final[name] = fp32[name]
+            elif precision == "fp16":
+                final[name] = work / f"{name}.fp16.onnx"
+                convert_file(fp32[name], final[name])
+            else:  # int8: the encoders; the tiny fusion head stays fp32
+                final[name] = (quantize_int8(fp32[name], work / f"{name}.int8.onnx") if name != "fusion"
+                               else fp32[name])
+        if precision != "fp32":
+            log_step(f"converted the graphs to {precision}")
+
+        # Parity: FP32 ONNX vs eager, and the shipped variant vs FP32 ONNX.
+        inputs = parity.clip_inputs(config, range(10_000, 10_000 + n_parity))
+        ort32 = {n: OnnxRuntimeRunner(fp32[n]) for n in GRAPHS}
+        report = {}
+        if n_parity:
+            t = time.time()
+            eager = lambda w, f: parity.run_eager(model, w, f)  # noqa: E731
+            onnx32 = lambda w, f: parity.run_sessions(ort32, w, f)  # noqa: E731
+            report["fp32_vs_eager"] = parity.compare(eager, onnx32, inputs)
+            if precision != "fp32":
+                shipped = {n: OnnxRuntimeRunner(final[n], precision=precision if n != "fusion" or
+                                                precision == "fp16" else "fp32") for n in GRAPHS}
+                report[f"{precision}_vs_fp32"] = parity.compare(
+                    onnx32, lambda w, f: parity.run_sessions(shipped, w, f), inputs)
+            log_step(f"parity on {n_parity} synthetic clips in {time.time() - t:.1f}s")
+
+        # Into the bundle: ONNX files, or engines built from them.
+        entries = {}
+        for name in GRAPHS:
+            suffix = "" if precision == "fp32" else f".{precision}"
+            if target == "onnx":
+                dst = out / f"{name}{suffix}.onnx"
+                shutil.copyfile(final[name], dst)
+                entries[name] = graph_info(out, dst, "onnx", precision if name != "fusion" or precision != "int8"
+                                           else "fp32", final[name], opset=opset)
+            else:
+                entries[name] = build_tensorrt(args, config, name, fp32[name], final[name], out, precision)
+            entries[name].parity = {k: _graph_parity(v, name) for k, v in report.items()} or None
+
+        demo_files = write_demo_clip(out, config)
+        write_manifest(out, manifest_for(config, entries, demo_files))
+        (out / "export_report.json").write_text(json.dumps(
+            {"parity": report, "precision": precision, "target": target, "exporter": args.exporter,
+             "opset": opset, "seconds": round(time.time() - t_start, 1)}, indent=2))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print_summary(out, entries, report, precision)
+    what = "the demo bundle" if demo else "a bundle"
+    print(f"built {what} at {out}: {precision.upper()} {target.upper() if target == 'onnx' else 'TensorRT'} "
+          f"graphs ({why}) in {time.time() - t_start:.0f}s")
+    return out
+
+
+def _graph_parity(report: dict, name: str) -> dict:
+    out = {"clips": report["clips"], "max_abs_diff": report["max_abs_diff"][name]}
+    if name == "fusion":
+        out.update(max_probability_diff=report["max_probability_diff"], label_agreement=report["label_agreement"])
+    else:
+        out["min_cosine"] = report["min_cosine"][name]
+    return out
+
+
+def build_tensorrt(args, config, name, fp32_onnx, final_onnx, out, precision):
+    import tensorrt as trt
+
+    from foal_edge.cuda import open_cuda
+
+    from .bundle import graph_info
+    from .tensorrt_build import build_engine
+
+    cc = open_cuda(args.device).compute_capability()
+    engine = out / f"{name}.{precision}.trt{trt.__version__}.sm{cc.replace('.', '')}.engine"
+    profiles = profiles_for(name, config, config.frames_per_clip, config.audio_seconds)
+    weak = args.weakly_typed and precision == "fp16"
+    log_step(f"building the {name} TensorRT engine ({'weakly typed + FP16 flag' if weak else 'strongly typed'})")
+    t = time.time()
+    build_engine(fp32_onnx if weak else final_onnx, engine, profiles, strongly_typed=not weak, fp16_flag=weak,
+                 workspace_mb=args.workspace_mb, timing_cache=args.timing_cache)
+    log_step(f"built {engine.name} in {time.time() - t:.0f}s")
+    return graph_info(out, engine, "tensorrt", precision, final_onnx, opset=args.opset,
+                      tensorrt_version=trt.__version__, compute_capability=cc,
+                      profiles={k: {"min": list(p.min), "opt": list(p.opt), "max": list(p.max)}
+                                for k, p in profiles.items()})
+
+
+def write_demo_clip(out: Path, config) -> dict:
+    """A sample clip inside the bundle for `python -m foal_edge predict BUNDLE --demo`:
+    16-bit WAV (read with the standard library) and frames as a plain .npy (no pickle)."""
+    import wave
+
+    from training.synthetic import make_clip
+
+    seconds = min(3.0, config.audio_seconds)
+    audio, frames, code = make_clip(2024, code="hap", seconds=seconds, frames=24)
+    with wave.open(str(out / "demo.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(config.sample_rate)
+        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    np.save(out / "demo_frames.npy", frames, allow_pickle=False)
+    return {"audio": "demo.wav", "frames": "demo_frames.npy", "fps": len(frames) / seconds, "expected": "happy"}
+
+
+def print_summary(out: Path, entries, report, precision) -> None:
+    print(f"\n{'graph':<8} {'format':<9} {'precision':<9} {'size':>9}  parity")
+    for name, e in entries.items():
+        size = (out / e.file).stat().st_size
+        checks = []
+        for key, r in report.items():
+            checks.append(f"{key}: max|d| {r['max_abs_diff'][name]:.2e}")
+            if name == "fusion":
+                checks.append(f"labels {100 * r['label_agreement']:.1f}% of {r['clips']}")
+        print(f"{name:<8} {e.format:<9} {e.precision:<9} {size / 1e6:>7.2f}MB  {'; '.join(checks) or 'not run'}")
+    print()
+
+
+if __name__ == "__main__":
+    main()

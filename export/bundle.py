@@ -1,0 +1,59 @@
+"""Writes a bundle: the graph files plus the manifest that foal_edge.manifest defines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+
+from foal_edge.manifest import MANIFEST, GraphInfo, Manifest, TensorInfo, sha256_file
+
+_ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
+                onnx.TensorProto.INT64: "int64", onnx.TensorProto.INT32: "int32", onnx.TensorProto.BOOL: "bool"}
+
+
+def onnx_io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    model = onnx.load(str(path), load_external_data=False)
+
+    def info(v):
+        t = v.type.tensor_type
+        return TensorInfo(v.name, _ONNX_DTYPES.get(t.elem_type, str(t.elem_type)),
+                          [d.dim_param or d.dim_value for d in t.shape.dim])
+
+    return [info(v) for v in model.graph.input], [info(v) for v in model.graph.output]
+
+
+def graph_info(bundle: Path, file: Path, fmt: str, precision: str, onnx_path: Path, **extra) -> GraphInfo:
+    """Manifest entry for `file` (inside `bundle`); I/O read from the ONNX it came from."""
+    inputs, outputs = onnx_io(onnx_path)
+    return GraphInfo(file=file.relative_to(bundle).as_posix(), format=fmt, precision=precision,
+                     sha256=sha256_file(file), inputs=inputs, outputs=outputs, **extra)
+
+
+def manifest_for(config, graphs: dict[str, GraphInfo], demo: dict | None = None) -> Manifest:
+    """The manifest of a model config: labels and preprocessing come from training.config."""
+    from training.config import ATTRIBUTE_NAMES
+
+    return Manifest(
+        preset=config.preset,
+        labels=list(config.labels),
+        attributes=list(ATTRIBUTE_NAMES) if config.fusion.attributes else [],
+        sample_rate=config.sample_rate,
+        audio_seconds=config.audio_seconds,
+        frames_per_clip=config.frames_per_clip,
+        image_size=config.video.image_size,
+        clip_mean=list(config.clip_mean),
+        clip_std=list(config.clip_std),
+        wavlm_conv_kernel=list(config.audio.conv_kernel),
+        wavlm_conv_stride=list(config.audio.conv_stride),
+        graphs=graphs,
+        demo=demo,
+    )
+
+
+def write_manifest(bundle: Path, manifest: Manifest) -> Path:
+    path = Path(bundle) / MANIFEST
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(manifest.to_json())
+    tmp.replace(path)
+    return path

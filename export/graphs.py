@@ -1,0 +1,85 @@
+"""The three deployable graphs, in one place: which sub-module, which inputs and outputs,
+which dimensions are dynamic, and an example input for tracing.
+
+| graph | inputs | outputs |
+| --- | --- | --- |
+| audio | waveform float32 [B, samples] (16 kHz; normalised inside) | hidden [B, T_a, D_a] |
+| video | frames float32 [N, 3, S, S] (CLIP-normalised) | embeddings [N, D_v] |
+| fusion | audio [B, T_a, D_a], audio_mask [B, T_a], video [B, T_v, D_v], video_mask [B, T_v] | logits, audio_logits, video_logits [B, C] (+ attributes [B, 3]) |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    dynamic: dict[str, dict[int, str]]  # input name -> {axis: symbolic dimension name}
+
+
+class AudioGraph(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.encoder = model.audio_encoder
+
+    def forward(self, waveform):
+        return self.encoder(waveform)
+
+
+class VideoGraph(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.encoder = model.video_encoder
+
+    def forward(self, frames):
+        return self.encoder(frames)
+
+
+class FusionGraph(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.fusion = model.fusion
+
+    def forward(self, audio, audio_mask, video, video_mask):
+        return self.fusion(audio, audio_mask, video, video_mask)
+
+
+def specs(model) -> dict[str, GraphSpec]:
+    return {
+        "audio": GraphSpec("audio", ("waveform",), ("hidden",),
+                           {"waveform": {0: "batch", 1: "samples"}}),
+        "video": GraphSpec("video", ("frames",), ("embeddings",), {"frames": {0: "frames"}}),
+        "fusion": GraphSpec("fusion", ("audio", "audio_mask", "video", "video_mask"), model.fusion.output_names,
+                            {"audio": {0: "batch", 1: "audio_frames"}, "audio_mask": {0: "batch", 1: "audio_frames"},
+                             "video": {0: "batch", 1: "video_frames"}, "video_mask": {0: "batch", 1: "video_frames"}}),
+    }
+
+
+def modules(model) -> dict[str, nn.Module]:
+    return {"audio": AudioGraph(model).eval(), "video": VideoGraph(model).eval(), "fusion": FusionGraph(model).eval()}
+
+
+def example_inputs(model, name: str, batch: int = 2, seconds: float = 2.0, frames: int = 3,
+                   seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Inputs with distinct sizes per dynamic axis (so a tracer cannot confuse them)."""
+    g = torch.Generator().manual_seed(seed)
+    cfg = model.config
+    if name == "audio":
+        return (torch.randn(batch, int(seconds * cfg.sample_rate), generator=g),)
+    if name == "video":
+        s = cfg.video.image_size
+        return (torch.randn(frames * batch + 1, 3, s, s, generator=g),)
+    t_a = model.audio_encoder.frame_lengths(torch.tensor(int(seconds * cfg.sample_rate))).item()
+    audio_mask = torch.ones(batch, t_a)
+    video_mask = torch.ones(batch, frames)
+    audio_mask[-1, t_a // 2:] = 0  # exercise the masks
+    video_mask[-1, -1] = 0
+    return (torch.randn(batch, t_a, cfg.audio.hidden_size, generator=g), audio_mask,
+            torch.randn(batch, frames, cfg.video.embed_dim, generator=g), video_mask)

@@ -1,0 +1,68 @@
+"""Parity of exported graphs: ONNX Runtime vs the eager sub-modules, and FP16 / INT8 vs
+FP32, on synthetic clips shaped like the corpus (speech-like audio, drawn faces)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from foal_edge import preprocess
+
+
+def clip_inputs(config, seeds) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(waveform float32 [1, S], frames float32 [K, 3, S, S]) per seed, preprocessed as the runtime does."""
+    from training.synthetic import make_clip
+
+    out = []
+    for seed in seeds:
+        audio, frames, _ = make_clip(seed, frames=config.frames_per_clip)
+        audio = audio[: config.audio_samples]
+        frames = np.stack([preprocess.resize_and_crop(f, config.video.image_size) for f in frames])
+        out.append((audio[None].astype(np.float32),
+                    preprocess.normalize_frames(frames, config.clip_mean, config.clip_std)))
+    return out
+
+
+def run_eager(model, wave, frames):
+    with torch.inference_mode():
+        hidden = model.audio_encoder(torch.from_numpy(wave))
+        emb = model.video_encoder(torch.from_numpy(frames))
+        outs = model.fusion(hidden, torch.ones(hidden.shape[:2]), emb[None], torch.ones(1, emb.shape[0]))
+    return hidden.numpy(), emb.numpy(), [o.numpy() for o in outs]
+
+
+def run_sessions(runners, wave, frames):
+    hidden = runners["audio"].run({"waveform": wave})[0]
+    emb = runners["video"].run({"frames": frames})[0]
+    outs = runners["fusion"].run({"audio": hidden, "audio_mask": np.ones(hidden.shape[:2], np.float32),
+                                  "video": emb[None], "video_mask": np.ones((1, emb.shape[0]), np.float32)})
+    return hidden, emb, outs
+
+
+def softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def compare(reference, candidate, inputs) -> dict:
+    """Per-graph max |diff|, probability diff and label agreement of `candidate` vs `reference`
+    (each a callable (wave, frames) -> (hidden, emb, outs))."""
+    worst = {"audio": 0.0, "video": 0.0, "fusion": 0.0}
+    prob_diff, same, cos_a, cos_v = 0.0, 0, 1.0, 1.0
+    for wave, frames in inputs:
+        h0, e0, o0 = reference(wave, frames)
+        h1, e1, o1 = candidate(wave, frames)
+        worst["audio"] = max(worst["audio"], float(np.abs(h0 - h1).max()))
+        worst["video"] = max(worst["video"], float(np.abs(e0 - e1).max()))
+        worst["fusion"] = max(worst["fusion"], max(float(np.abs(a - b).max()) for a, b in zip(o0, o1)))
+        prob_diff = max(prob_diff, float(np.abs(softmax(o0[0]) - softmax(o1[0])).max()))
+        same += int(o0[0].argmax() == o1[0].argmax())
+        cos_a = min(cos_a, cosine(h0, h1))
+        cos_v = min(cos_v, cosine(e0, e1))
+    return {"clips": len(inputs), "max_abs_diff": worst, "max_probability_diff": prob_diff,
+            "label_agreement": same / max(len(inputs), 1), "min_cosine": {"audio": cos_a, "video": cos_v}}
+
+
+def cosine(a, b) -> float:
+    a, b = a.reshape(-1).astype(np.float64), b.reshape(-1).astype(np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))

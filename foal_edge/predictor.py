@@ -1,0 +1,257 @@
+"""`Predictor`: a bundle in, emotions out.
+
+    from foal_edge import Predictor
+    predictor = Predictor("build/foal-demo")
+    result = predictor.predict(audio=wave, sample_rate=16000, frames=rgb_uint8)
+    result.label, result.probabilities, result.modalities, result.timings_ms
+
+Imports numpy and, lazily, ONNX Runtime or TensorRT; never torch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import preprocess
+from .errors import BackendUnavailableError, InvalidInputError
+from .manifest import GRAPHS, load_manifest
+
+LONG_AUDIO_POLICIES = ("head", "tail", "error")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    probabilities: dict[str, float]  # label -> probability; sums to 1
+    attributes: dict[str, float] | None  # valence/arousal/dominance (1-5) when the model has them
+    modalities: tuple[str, ...]  # what the prediction used: ("audio", "video"), ("audio",) or ("video",)
+    timings_ms: dict[str, float]
+    backend: str
+    notes: tuple[str, ...] = field(default=())  # what was done to the input (e.g. audio cut to the window)
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "probabilities": self.probabilities, "attributes": self.attributes,
+                "modalities": list(self.modalities), "timings_ms": self.timings_ms, "backend": self.backend,
+                "notes": list(self.notes)}
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+class Predictor:
+    """Runs a bundle's three graphs.
+
+    backend: "auto" (TensorRT engines if the bundle has them, else ONNX Runtime with CUDA
+    if available, else on CPU), "onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda" or
+    "tensorrt". long_audio: what to do with audio longer than the bundle's window: "head"
+    keeps the first window (as training did), "tail" the last, "error" refuses; the
+    prediction's `notes` say when audio was cut.
+    """
+
+    def __init__(self, bundle, backend: str = "auto", device: int = 0, threads: int | None = None,
+                 long_audio: str = "head", verify: bool = True):
+        if long_audio not in LONG_AUDIO_POLICIES:
+            raise InvalidInputError(f"long_audio must be one of {LONG_AUDIO_POLICIES}, not {long_audio!r}")
+        self.bundle = Path(bundle)
+        self.manifest = m = load_manifest(self.bundle, verify=verify)
+        self.long_audio = long_audio
+        self.labels = list(m.labels)
+        self.window_samples = int(round(m.audio_seconds * m.sample_rate))
+        self.min_samples = preprocess.min_samples(m.wavlm_conv_kernel, m.wavlm_conv_stride)
+        self.d_audio = int(m.graphs["fusion"].inputs[0].shape[-1])
+        self.d_video = int(m.graphs["fusion"].inputs[2].shape[-1])
+        self.backend, self.runners = self._open(backend, device, threads)
+
+    # -- backends -------------------------------------------------------------------------
+    def _open(self, backend: str, device: int, threads):
+        formats = {g.format for g in self.manifest.graphs.values()}
+        rebuild = f"rebuild with `python -m export.build_engine --out {self.bundle}` on this device"
+        if backend == "auto":
+            backend = "tensorrt" if formats == {"tensorrt"} else "onnxruntime"
+        if backend == "tensorrt":
+            if formats != {"tensorrt"}:
+                raise BackendUnavailableError(f"{self.bundle} holds ONNX graphs, not TensorRT engines: "
+                                              f"build engines with --target tensorrt, or use backend='onnxruntime'")
+            from .backends.tensorrt import TensorRTRunner
+
+            runners = {n: TensorRTRunner(self.bundle / g.file, device, g.tensorrt_version, g.compute_capability,
+                                         rebuild) for n, g in self.manifest.graphs.items()}
+            return "tensorrt", runners
+        if backend not in ("onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda"):
+            raise InvalidInputError(f"unknown backend {backend!r}: use auto, onnxruntime, onnxruntime-cpu, "
+                                    "onnxruntime-cuda or tensorrt")
+        if formats != {"onnx"}:
+            raise BackendUnavailableError(f"{self.bundle} holds TensorRT engines; ONNX Runtime cannot run them: "
+                                          "use backend='tensorrt' or build an ONNX bundle (--target onnx)")
+        from .backends.onnxruntime import OnnxRuntimeRunner, cuda_available
+
+        if backend == "onnxruntime":
+            backend = "onnxruntime-cuda" if cuda_available() else "onnxruntime-cpu"
+        dev = backend.rsplit("-", 1)[1]
+        runners = {n: OnnxRuntimeRunner(self.bundle / g.file, dev, device, threads, g.precision)
+                   for n, g in self.manifest.graphs.items()}
+        return backend, runners
+
+    # -- input checks ---------------------------------------------------------------------
+    def prepare_audio(self, audio, sample_rate) -> tuple[np.ndarray, list[str]]:
+        """Validate, convert to float32 mono at the bundle's rate, apply the window policy."""
+        from .validate import check_audio
+
+        audio = check_audio(audio, sample_rate, self.min_samples)
+        notes = []
+        rate = self.manifest.sample_rate
+        if int(sample_rate) != rate:
+            audio = preprocess.resample(audio, int(sample_rate), rate)
+            notes.append(f"audio resampled from {int(sample_rate)} Hz to {rate} Hz")
+        if len(audio) < self.min_samples:
+            raise InvalidInputError(f"audio is {len(audio)} samples at {rate} Hz; at least {self.min_samples} "
+                                    f"({1000 * self.min_samples / rate:.0f} ms) are needed for one WavLM frame")
+        if len(audio) > self.window_samples:
+            seconds = len(audio) / rate
+            if self.long_audio == "error":
+                raise InvalidInputError(f"audio is {seconds:.2f} s, longer than the bundle's "
+                                        f"{self.manifest.audio_seconds:g} s window; cut it, or use "
+                                        "long_audio='head' or 'tail'")
+            audio = audio[: self.window_samples] if self.long_audio == "head" else audio[-self.window_samples:]
+            notes.append(f"audio cut from {seconds:.2f} s to the {self.manifest.audio_seconds:g} s window "
+                         f"({'first' if self.long_audio == 'head' else 'last'} part kept)")
+        return np.ascontiguousarray(audio, dtype=np.float32), notes
+
+    def prepare_frames(self, frames, fps=None, audio_seconds=None) -> tuple[np.ndarray, list[str]]:
+        """Validate, sample to frames-per-clip (over the audio's span when fps is given),
+        resize/crop/normalise exactly as CLIP: float32 [K, 3, S, S]."""
+        from .validate import check_frames
+
+        frames, notes = check_frames(frames, fps), []
+        if fps is not None and audio_seconds is not None and self.long_audio != "error":
+            span = int(np.ceil(min(audio_seconds, self.manifest.audio_seconds) * fps))
+            if len(frames) > span > 0 and self.long_audio == "head":
+                frames = frames[:span]
+                notes.append(f"frames limited to the audio window's first {span}")
+            elif len(frames) > span > 0:
+                frames = frames[-span:]
+                notes.append(f"frames limited to the audio window's last {span}")
+        idx = preprocess.sample_frame_indices(len(frames), self.manifest.frames_per_clip)
+        size = self.manifest.image_size
+        crops = np.stack([preprocess.resize_and_crop(frames[i], size) for i in idx])
+        return preprocess.normalize_frames(crops, self.manifest.clip_mean, self.manifest.clip_std), notes
+
+    # -- graphs ---------------------------------------------------------------------------
+    def encode_audio(self, audio16k: np.ndarray) -> np.ndarray:
+        """float32 [S] at the bundle rate -> hidden [T_a, D_a]."""
+        return self.runners["audio"].run({"waveform": audio16k[None]})[0][0]
+
+    def encode_frames(self, frames: np.ndarray) -> np.ndarray:
+        """float32 [K, 3, S, S] (normalised) -> embeddings [K, D_v]."""
+        return self.runners["video"].run({"frames": frames})[0]
+
+    def fuse(self, hidden: list[np.ndarray | None], embeddings: list[np.ndarray | None]) -> list[dict]:
+        """Fusion over a batch; either modality of a clip may be None. -> raw outputs per clip."""
+        B = len(hidden)
+        t_a = max([h.shape[0] for h in hidden if h is not None] or [1])
+        t_v = max([e.shape[0] for e in embeddings if e is not None] or [1])
+        a = np.zeros((B, t_a, self.d_audio), np.float32)
+        v = np.zeros((B, t_v, self.d_video), np.float32)
+        am = np.zeros((B, t_a), np.float32)
+        vm = np.zeros((B, t_v), np.float32)
+        for i, (h, e) in enumerate(zip(hidden, embeddings)):
+            if h is not None:
+                a[i, : len(h)], am[i, : len(h)] = h, 1
+            if e is not None:
+                v[i, : len(e)], vm[i, : len(e)] = e, 1
+        outs = self.runners["fusion"].run({"audio": a, "audio_mask": am, "video": v, "video_mask": vm})
+        names = [o.name for o in self.manifest.graphs["fusion"].outputs]
+        return [{n: o[i] for n, o in zip(names, outs)} for i in range(B)]
+
+    def _prediction(self, raw: dict, has_audio: bool, has_video: bool, timings, notes) -> Prediction:
+        key = "logits" if has_audio and has_video else ("audio_logits" if has_audio else "video_logits")
+        probs = _softmax(raw[key].astype(np.float64))
+        attributes = None
+        if "attributes" in raw and self.manifest.attributes and has_audio and has_video:
+            attributes = {n: float(x) for n, x in zip(self.manifest.attributes, raw["attributes"])}
+        modalities = tuple(m for m, present in (("audio", has_audio), ("video", has_video)) if present)
+        return Prediction(self.labels[int(probs.argmax())], {l: float(p) for l, p in zip(self.labels, probs)},
+                          attributes, modalities, timings, self.backend, tuple(notes))
+
+    # -- public API -----------------------------------------------------------------------
+    def predict(self, audio=None, sample_rate=None, frames=None, fps=None) -> Prediction:
+        """One clip. audio: mono float32/float64/int16/int32 at `sample_rate`; frames: uint8
+        RGB [N, H, W, 3] or a list of [H, W, 3]; either may be None (not both)."""
+        return self.predict_batch([{"audio": audio, "sample_rate": sample_rate, "frames": frames, "fps": fps}])[0]
+
+    def predict_batch(self, clips: list[dict]) -> list[Prediction]:
+        """Several clips (dicts with the arguments of `predict`), fused in one batch."""
+        if not isinstance(clips, (list, tuple)) or not clips:
+            raise InvalidInputError("predict_batch takes a non-empty list of dicts with audio/sample_rate/frames/fps")
+        hidden, embeddings, timings, notes = [], [], [], []
+        for clip in clips:
+            if not isinstance(clip, dict) or set(clip) - {"audio", "sample_rate", "frames", "fps"}:
+                raise InvalidInputError("each clip is a dict with keys audio, sample_rate, frames, fps")
+            audio, frames = clip.get("audio"), clip.get("frames")
+            if audio is None and frames is None:
+                raise InvalidInputError("give audio, frames or both; both are missing")
+            t, n = {}, []
+            h = e = None
+            seconds = None
+            if audio is not None:
+                t0 = time.perf_counter()
+                wave, msgs = self.prepare_audio(audio, clip.get("sample_rate"))
+                seconds = len(wave) / self.manifest.sample_rate
+                t1 = time.perf_counter()
+                h = self.encode_audio(wave)
+                t["audio_preprocess"], t["audio"] = 1e3 * (t1 - t0), 1e3 * (time.perf_counter() - t1)
+                n += msgs
+            if frames is not None:
+                t0 = time.perf_counter()
+                x, msgs = self.prepare_frames(frames, clip.get("fps"), seconds)
+                t1 = time.perf_counter()
+                e = self.encode_frames(x)
+                t["video_preprocess"], t["video"] = 1e3 * (t1 - t0), 1e3 * (time.perf_counter() - t1)
+                n += msgs
+            hidden.append(h)
+            embeddings.append(e)
+            timings.append(t)
+            notes.append(n)
+        t0 = time.perf_counter()
+        raws = self.fuse(hidden, embeddings)
+        fusion_ms = 1e3 * (time.perf_counter() - t0) / len(clips)
+        out = []
+        for raw, h, e, t, n in zip(raws, hidden, embeddings, timings, notes):
+            t["fusion"] = fusion_ms
+            t["total"] = sum(t.values())
+            out.append(self._prediction(raw, h is not None, e is not None, t, n))
+        return out
+
+    def predict_files(self, audio_path=None, video_path=None) -> Prediction:
+        """Decode files (soundfile for audio, PyAV for video; the video's own audio track
+        when no audio file is given) and predict."""
+        from . import media
+
+        if audio_path is None and video_path is None:
+            raise InvalidInputError("give audio_path, video_path or both")
+        audio = rate = frames = fps = None
+        if audio_path is not None:
+            audio, rate = media.read_audio(audio_path)
+            if audio.ndim == 2:
+                audio = audio.mean(axis=1)  # files are often stereo: mixing is what a listener hears
+        if video_path is not None:
+            frames, fps = media.read_video(video_path)
+            if audio_path is None:
+                audio, rate = media.read_video_audio(video_path)
+        return self.predict(audio=audio, sample_rate=rate, frames=frames, fps=fps)
+
+    def info(self) -> dict:
+        m = self.manifest
+        return {"bundle": str(self.bundle), "backend": self.backend, "preset": m.preset, "labels": m.labels,
+                "attributes": m.attributes, "audio_seconds": m.audio_seconds, "frames_per_clip": m.frames_per_clip,
+                "graphs": {n: {"file": g.file, "format": g.format, "precision": g.precision} for n, g in
+                           m.graphs.items()}}
+
+
+__all__ = ["Predictor", "Prediction", "GRAPHS"]

@@ -1,0 +1,95 @@
+"""`StreamingPredictor`: a live loop over a microphone and a camera.
+
+Push audio chunks and camera frames as they arrive; each frame is encoded once, on
+arrival, into a bounded ring buffer of embeddings; every `hop` seconds of audio the last
+`window` seconds are fused and the result is kept as `latest()` (and passed to the
+callback). Memory is bounded by the window, however long it runs; on the same window it
+gives what `Predictor.predict` gives.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+
+import numpy as np
+
+from . import preprocess
+from .errors import InvalidInputError
+from .predictor import Prediction, Predictor
+
+
+class StreamingPredictor:
+    def __init__(self, predictor: Predictor, window: float | None = None, hop: float = 1.0, callback=None):
+        m = predictor.manifest
+        self.predictor = predictor
+        self.window = float(window or m.audio_seconds)
+        if not 0 < hop <= self.window:
+            raise InvalidInputError(f"hop must be in (0, window={self.window}] seconds, not {hop!r}")
+        if self.window > m.audio_seconds:
+            raise InvalidInputError(f"window {self.window} s exceeds the bundle's {m.audio_seconds:g} s audio window")
+        self.rate = m.sample_rate
+        self.hop_samples = int(round(hop * self.rate))
+        self.window_samples = int(round(self.window * self.rate))
+        self.callback = callback
+        self._audio = np.zeros(0, np.float32)  # at most one window
+        self._since_hop = 0
+        self._clock = 0.0  # seconds of audio pushed so far
+        self._frames: collections.deque = collections.deque()  # (timestamp, embedding [D_v])
+        self._latest: Prediction | None = None
+        self._lock = threading.Lock()
+
+    def push_audio(self, chunk, sample_rate: int) -> Prediction | None:
+        """Append audio; returns a new prediction when a hop completes (else None)."""
+        from .validate import check_audio
+
+        chunk = check_audio(chunk, sample_rate, 0)
+        if int(sample_rate) != self.rate:
+            chunk = preprocess.resample(chunk, int(sample_rate), self.rate)
+        result = None
+        with self._lock:
+            self._audio = np.concatenate([self._audio, chunk])[-self.window_samples:]
+            self._clock += len(chunk) / self.rate
+            self._since_hop += len(chunk)
+            if self._since_hop >= self.hop_samples and len(self._audio) >= self.predictor.min_samples:
+                self._since_hop %= self.hop_samples
+                result = self._fuse_window()
+        if result is not None and self.callback is not None:
+            self.callback(result)
+        return result
+
+    def push_frame(self, frame, timestamp: float) -> None:
+        """Encode one RGB uint8 frame [H, W, 3] now; `timestamp` in seconds on the audio clock."""
+        if timestamp is None or not np.isfinite(timestamp):
+            raise InvalidInputError("timestamp must be a finite number of seconds on the audio clock")
+        x, _ = self.predictor.prepare_frames(frame)  # one frame in, one frame out
+        embedding = self.predictor.encode_frames(x)[0]
+        with self._lock:
+            self._frames.append((float(timestamp), embedding))
+            self._drop_old(self._clock)
+
+    def _drop_old(self, now: float) -> None:
+        while self._frames and self._frames[0][0] < now - self.window:
+            self._frames.popleft()
+
+    def _fuse_window(self) -> Prediction:
+        self._drop_old(self._clock)
+        embeddings = None
+        if self._frames:
+            stack = np.stack([e for _, e in self._frames])
+            embeddings = stack[preprocess.sample_frame_indices(len(stack), self.predictor.manifest.frames_per_clip)]
+        hidden = self.predictor.encode_audio(self._audio)
+        raw = self.predictor.fuse([hidden], [embeddings])[0]
+        self._latest = self.predictor._prediction(raw, True, embeddings is not None, {}, [])
+        return self._latest
+
+    def latest(self) -> Prediction | None:
+        return self._latest
+
+    @property
+    def buffered_frames(self) -> int:
+        return len(self._frames)
+
+    @property
+    def buffered_seconds(self) -> float:
+        return len(self._audio) / self.rate
