@@ -1,0 +1,96 @@
+"""Export: symbolic dimensions, pinned versions, the manifest, FP16 placement and parity."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from export.onnx_export import IR_VERSION, OPSET, symbolic_dims
+from foal_edge.manifest import load_manifest, sha256_file
+
+
+def test_dynamic_dimensions_stay_symbolic(tiny_bundle):
+    _, bundle = tiny_bundle
+    m = load_manifest(bundle)
+    assert symbolic_dims(bundle / m.graphs["audio"].file) == {"waveform": ["batch", "samples"]}
+    assert symbolic_dims(bundle / m.graphs["video"].file)["frames"][0] == "frames"
+    fusion = symbolic_dims(bundle / m.graphs["fusion"].file)
+    assert fusion["audio"][:2] == ["batch", "audio_frames"] and fusion["video"][:2] == ["batch", "video_frames"]
+    assert fusion["audio_mask"] == ["batch", "audio_frames"] and fusion["video_mask"] == ["batch", "video_frames"]
+
+
+def test_versions_pinned_and_manifest_complete(tiny_bundle):
+    _, bundle = tiny_bundle
+    m = load_manifest(bundle)
+    assert m.labels == ["neutral", "happy", "angry", "sad"] and m.preset == "tiny"
+    assert m.clip_mean == [0.48145466, 0.4578275, 0.40821073] and m.sample_rate == 16000
+    for name, g in m.graphs.items():
+        model = onnx.load(str(bundle / g.file))
+        assert model.ir_version == IR_VERSION and g.opset == OPSET
+        assert {i.version for i in model.opset_import if i.domain in ("", "ai.onnx")} == {OPSET}
+        assert g.sha256 == sha256_file(bundle / g.file)
+        assert g.parity["fp32_vs_eager"]["max_abs_diff"] <= 1e-4
+    raw = json.loads((bundle / "manifest.json").read_text())
+    assert raw["schema_version"] == 1
+    assert not list(bundle.glob("*.pkl")) and not list(bundle.glob("*.pt"))
+
+
+def test_fp16_keeps_fragile_ops_in_fp32_and_agrees(tiny_bundle, tmp_path):
+    from export import parity
+    from export.fp16 import convert_file
+    from foal_edge.backends.onnxruntime import OnnxRuntimeRunner
+    from training.model import FoalNet
+
+    ckpt, bundle = tiny_bundle
+    m = load_manifest(bundle)
+    fp32 = {n: bundle / g.file for n, g in m.graphs.items()}
+    fp16 = {}
+    for name, path in fp32.items():
+        fp16[name] = tmp_path / f"{name}.fp16.onnx"
+        convert_file(path, fp16[name])
+        model = onnx.load(str(fp16[name]))
+        types = {v.name: v.type.tensor_type.elem_type for v in
+                 onnx.shape_inference.infer_shapes(model).graph.value_info}
+        types.update({t.name: t.data_type for t in model.graph.initializer})
+        for node in model.graph.node:
+            if node.op_type in ("LayerNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt"):
+                assert all(types.get(i) != onnx.TensorProto.FLOAT16 for i in node.input if i), node.name
+        assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+        assert [o.type.tensor_type.elem_type for o in model.graph.output] == [onnx.TensorProto.FLOAT] * len(
+            model.graph.output)
+    config = FoalNet.load(ckpt).config
+    inputs = parity.clip_inputs(config, range(30))
+    r32 = {n: OnnxRuntimeRunner(p) for n, p in fp32.items()}
+    r16 = {n: OnnxRuntimeRunner(p, precision="fp16") for n, p in fp16.items()}
+    report = parity.compare(lambda w, f: parity.run_sessions(r32, w, f),
+                            lambda w, f: parity.run_sessions(r16, w, f), inputs)
+    assert report["max_probability_diff"] <= 1e-2
+    assert report["label_agreement"] >= 0.99
+    assert report["min_cosine"]["audio"] >= 0.999 and report["min_cosine"]["video"] >= 0.999
+
+
+def test_int8_quantises_matmuls(tiny_bundle, tmp_path):
+    from export.quantize import quantize_int8
+
+    _, bundle = tiny_bundle
+    dst = quantize_int8(bundle / "audio.onnx", tmp_path / "audio.int8.onnx")
+    ops = {n.op_type for n in onnx.load(str(dst)).graph.node}
+    assert "DynamicQuantizeLinear" in ops or "MatMulInteger" in ops
+
+
+def test_build_engine_refuses_tensorrt_without_it(tmp_path, capsys):
+    from export.build_engine import main
+
+    with pytest.raises(SystemExit, match="tensorrt"):
+        main(["--preset", "tiny", "--random-weights", "--target", "tensorrt", "--out", str(tmp_path)])
+
+
+def test_build_engine_help_explains_every_flag(capsys):
+    from export.build_engine import build_parser
+
+    text = build_parser().format_help()
+    for flag in ("--checkpoint", "--preset", "--random-weights", "--precision", "--target", "--out", "--frames",
+                 "--max-audio-seconds", "--workspace-mb", "--timing-cache", "--opset"):
+        assert flag in text
+    assert all(a.help for a in build_parser()._actions)
