@@ -187,6 +187,8 @@ def main(argv=None) -> Path:
                                                 precision == "fp16" else "fp32") for n in GRAPHS}
                 report[f"{precision}_vs_fp32"] = parity.compare(
                     onnx32, lambda w, f: parity.run_sessions(shipped, w, f), inputs)
+                report[f"{precision}_vs_fp32"]["encoder_cosine"] = parity.encoder_cosines(
+                    ort32, shipped, config, seconds=(1.0, 3.0, config.audio_seconds))
             log_step(f"parity on {n_parity} synthetic clips in {time.time() - t:.1f}s")
 
         # Into the bundle: ONNX files, or engines built from them.

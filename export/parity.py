@@ -66,3 +66,24 @@ def compare(reference, candidate, inputs) -> dict:
 def cosine(a, b) -> float:
     a, b = a.reshape(-1).astype(np.float64), b.reshape(-1).astype(np.float64)
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
+
+
+def encoder_cosines(reference: dict, candidate: dict, config, seconds=(1.0, 3.0, 6.0), frames=(1, 4, 16),
+                    seed: int = 0) -> dict:
+    """Per-row cosine similarity of the encoders' outputs, `candidate` vs `reference`
+    runners, at several audio lengths and frame counts (random inputs): the minimum over
+    rows, per setting."""
+    rng = np.random.default_rng(seed)
+    out = {"audio": {}, "video": {}}
+    for s in seconds:
+        wave = (0.1 * rng.standard_normal((1, int(s * config.sample_rate)))).astype(np.float32)
+        a = reference["audio"].run({"waveform": wave})[0][0]
+        b = candidate["audio"].run({"waveform": wave})[0][0]
+        out["audio"][f"{s:g}s"] = min(cosine(x, y) for x, y in zip(a, b))
+    size = config.video.image_size
+    for n in frames:
+        x = rng.standard_normal((n, 3, size, size)).astype(np.float32)
+        a = reference["video"].run({"frames": x})[0]
+        b = candidate["video"].run({"frames": x})[0]
+        out["video"][f"{n} frames"] = min(cosine(u, v) for u, v in zip(a, b))
+    return out

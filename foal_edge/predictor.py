@@ -51,17 +51,23 @@ class Predictor:
     if available, else on CPU), "onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda" or
     "tensorrt". long_audio: what to do with audio longer than the bundle's window: "head"
     keeps the first window (as training did), "tail" the last, "error" refuses; the
-    prediction's `notes` say when audio was cut.
+    prediction's `notes` say when audio was cut. frames_per_clip overrides the bundle's
+    (fewer frames: faster video, see the benchmark's frames-per-clip table).
     """
 
     def __init__(self, bundle, backend: str = "auto", device: int = 0, threads: int | None = None,
-                 long_audio: str = "head", verify: bool = True):
+                 long_audio: str = "head", frames_per_clip: int | None = None, verify: bool = True):
         if long_audio not in LONG_AUDIO_POLICIES:
             raise InvalidInputError(f"long_audio must be one of {LONG_AUDIO_POLICIES}, not {long_audio!r}")
         self.bundle = Path(bundle)
         self.manifest = m = load_manifest(self.bundle, verify=verify)
         self.long_audio = long_audio
         self.labels = list(m.labels)
+        # Frames per clip is the main speed/accuracy knob; the bundle's value unless overridden.
+        if frames_per_clip is not None and (isinstance(frames_per_clip, bool) or not isinstance(frames_per_clip, int)
+                                            or frames_per_clip < 1):
+            raise InvalidInputError(f"frames_per_clip must be a positive integer, not {frames_per_clip!r}")
+        self.frames_per_clip = frames_per_clip or m.frames_per_clip
         self.window_samples = int(round(m.audio_seconds * m.sample_rate))
         self.min_samples = preprocess.min_samples(m.wavlm_conv_kernel, m.wavlm_conv_stride)
         self.d_audio = int(m.graphs["fusion"].inputs[0].shape[-1])
@@ -137,7 +143,7 @@ class Predictor:
             elif len(frames) > span > 0:
                 frames = frames[-span:]
                 notes.append(f"frames limited to the audio window's last {span}")
-        idx = preprocess.sample_frame_indices(len(frames), self.manifest.frames_per_clip)
+        idx = preprocess.sample_frame_indices(len(frames), self.frames_per_clip)
         size = self.manifest.image_size
         crops = np.stack([preprocess.resize_and_crop(frames[i], size) for i in idx])
         return preprocess.normalize_frames(crops, self.manifest.clip_mean, self.manifest.clip_std), notes

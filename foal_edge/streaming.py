@@ -77,7 +77,7 @@ class StreamingPredictor:
         embeddings = None
         if self._frames:
             stack = np.stack([e for _, e in self._frames])
-            embeddings = stack[preprocess.sample_frame_indices(len(stack), self.predictor.manifest.frames_per_clip)]
+            embeddings = stack[preprocess.sample_frame_indices(len(stack), self.predictor.frames_per_clip)]
         hidden = self.predictor.encode_audio(self._audio)
         raw = self.predictor.fuse([hidden], [embeddings])[0]
         self._latest = self.predictor._prediction(raw, True, embeddings is not None, {}, [])

@@ -78,6 +78,7 @@ class VideoConfig:
     patch_size: int = 14
     head_width: int = 64
     quick_gelu: bool = False  # True for OpenAI's original weights ("-quickgelu" names)
+    pool_type: str = "tok"  # CLIP pools the class token; "avg" pools the patch tokens
 
     def vision_cfg(self) -> dict[str, Any]:
         return {
@@ -86,6 +87,7 @@ class VideoConfig:
             "width": self.width,
             "patch_size": self.patch_size,
             "head_width": self.head_width,
+            "pool_type": self.pool_type,
         }
 
 
@@ -193,7 +195,9 @@ def _tiny() -> FoalConfig:
             num_buckets=32,
             max_bucket_distance=64,
         ),
-        video=VideoConfig(embed_dim=48, layers=2, width=64, patch_size=32, head_width=16),
+        # Mean-pooled patch tokens: a small tower trained from scratch learns far faster than with
+        # the class token (measured on the synthetic corpus).
+        video=VideoConfig(embed_dim=48, layers=2, width=64, patch_size=32, head_width=16, pool_type="avg"),
         fusion=FusionConfig(attributes=True),
         avel_dim=32,
         audio_seconds=3.0,

@@ -88,16 +88,16 @@ def draw_face(rng: np.random.Generator, speaker: dict, code: str | None, strengt
             d.ellipse([ex - 4 * s, ey - 3 * s, ex + 4 * s, ey + 3 * s], fill=(30, 30, 30))
             # Brows: level-arched when pleasant, inner ends pulled down when not.
             tilt = -valence * 6 * s * strength
-            d.line([ex - side * 3 * s, ey - 9 * s + tilt, ex + side * 9 * s, ey - 10 * s], fill=(40, 25, 20),
-                   width=3)
-        # Mouth: a parabola, corners up (pleasant) or down (unpleasant).
-        xs = np.linspace(-14, 14, 15) * s
-        curve = valence * strength * 14 * s * (xs / (14 * s)) ** 2
-        ys = cy + 20 * s - curve
+            d.line([ex - side * 3 * s, ey - 9 * s + tilt, ex + side * 11 * s, ey - 11 * s], fill=(40, 25, 20),
+                   width=max(2, int(5 * s)))
+        # Mouth: a wide, thick parabola, corners up (pleasant) or down (unpleasant).
+        xs = np.linspace(-22, 22, 23) * s
+        curve = valence * strength * 16 * s * (xs / (22 * s)) ** 2
+        ys = cy + 20 * s - curve + valence * 5 * s
         opening = rng.uniform(1, 5) * s if talking else 0.0
-        d.line(list(zip(cx + xs, ys - opening / 2)), fill=(120, 20, 30), width=6)
+        d.line(list(zip(cx + xs, ys - opening / 2)), fill=(120, 20, 30), width=max(2, int(8 * s)))
         if opening:
-            d.line(list(zip(cx + xs, ys + opening / 2)), fill=(120, 20, 30), width=3)
+            d.line(list(zip(cx + xs, ys + opening / 2)), fill=(120, 20, 30), width=max(2, int(5 * s)))
     frame = np.asarray(img, dtype=np.float32) + rng.normal(0, 6, (HEIGHT, WIDTH, 3))
     return np.clip(frame, 0, 255).astype(np.uint8)
 

@@ -198,7 +198,7 @@ def train_fold(args, cfg, corpus_clips, test_session: int, out: Path, rank: int,
         order = order[rank::world]
         losses_seen = []
         bar = tqdm(range(0, len(order), args.batch_size), desc=f"fold {test_session} epoch {epoch + 1}",
-                   disable=rank != 0 or args.quiet, leave=False)
+                   disable=True if rank != 0 or args.quiet else None, leave=False)  # None: only on a terminal
         for i in bar:
             batch = {k: v.to(device) for k, v in collate([train_clips[j] for j in order[i:i + args.batch_size]],
                                                           cfg).items()}
@@ -213,12 +213,13 @@ def train_fold(args, cfg, corpus_clips, test_session: int, out: Path, rank: int,
             bar.set_postfix(loss=f"{np.mean(losses_seen):.3f}")
         val = evaluate(model, val_clips, cfg, args.batch_size, device)
         row = {"epoch": epoch + 1, "loss": float(np.mean(losses_seen)), "val_UA": val["fused"]["UA"],
-               "val_WA": val["fused"]["WA"]}
+               "val_WA": val["fused"]["WA"], "val_UA_audio": val["audio"]["UA"], "val_UA_video": val["video"]["UA"]}
         history.append(row)
         if rank == 0:
             if not args.quiet:
                 print(f"fold {test_session} epoch {epoch + 1}/{args.epochs}: loss {row['loss']:.4f} "
-                      f"val UA {row['val_UA']:.3f} WA {row['val_WA']:.3f}", flush=True)
+                      f"val UA {row['val_UA']:.3f} WA {row['val_WA']:.3f} (audio-only UA {row['val_UA_audio']:.3f}, "
+                      f"video-only UA {row['val_UA_video']:.3f})", flush=True)
             if val["fused"]["UA"] > best["UA"]:
                 best = {"epoch": epoch + 1, "UA": val["fused"]["UA"]}
                 model.save(out)  # the selected model, as export takes it
@@ -325,8 +326,10 @@ def main(argv=None) -> dict:
     for session in folds:
         fold_dir = out / f"fold{session}"
         if args.resume and (fold_dir / "metrics.json").is_file():
-            results[session] = json.loads((fold_dir / "metrics.json").read_text())
-            continue
+            done = json.loads((fold_dir / "metrics.json").read_text())
+            if len(done["history"]) >= args.epochs:  # finished: nothing to resume
+                results[session] = done
+                continue
         results[session] = train_fold(args, cfg, clips, session, fold_dir, rank, world)
     if rank != 0:
         return {}

@@ -54,7 +54,7 @@ def load_clips(utterances: list[Utterance], config: FoalConfig, progress: bool =
     for u in utterances:
         by_video[u.video].append(u)
     clips = {}
-    bar = tqdm(total=len(utterances), desc="reading clips", disable=not progress, leave=False)
+    bar = tqdm(total=len(utterances), desc="reading clips", disable=None if progress else True, leave=False)
     for video, utts in by_video.items():
         from foal_edge.media import video_info
 

@@ -1,0 +1,466 @@
+"""Latency of Foal-Net: eager PyTorch vs ONNX Runtime vs TensorRT, per stage and end to end,
+side by side in one run.
+
+    python -m benchmarks.latency --preset large --random-weights --frames 4 --iters 5 \\
+        --out benchmarks/results/cpu-large
+    python -m benchmarks.latency --checkpoint training/demo --iters 50 --out benchmarks/results/cpu-tiny
+
+Backends are measured interleaved (A B C A B C ...), so drift hits all alike; ratios to
+eager are taken per iteration (paired) and reported as median [25th-75th percentile].
+Every row carries its output difference from eager FP32, so a fast wrong backend cannot
+hide. Writes NAME.json, NAME.md and NAME.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ALL_BACKENDS = ("eager", "eager-autocast", "compile", "onnxruntime", "onnxruntime-int8", "tensorrt")
+
+
+# -- machine ------------------------------------------------------------------------------
+def machine() -> dict:
+    import onnxruntime
+    import torch
+
+    cpu = platform.processor()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "python": platform.python_version(),
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
+            "platform": platform.platform()}
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    """This machine's FP32 matrix-multiply throughput (FLOP/s), best of `repeats`."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(a, b)
+    best = min(_timed(lambda: torch.matmul(a, b)) for _ in range(repeats))
+    return 2 * n ** 3 / best
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+# -- backends -----------------------------------------------------------------------------
+class Skip(Exception):
+    pass
+
+
+class EagerBackend:
+    """The trained model's own sub-modules, eval mode, torch.inference_mode()."""
+
+    def __init__(self, model, mode: str = "fp32"):
+        import torch
+
+        self.torch, self.model, self.mode = torch, model, mode
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        model.to(self.device)
+        self.modules = {"audio": model.audio_encoder, "video": model.video_encoder, "fusion": model.fusion}
+        if mode == "compile":
+            try:
+                self.modules = {k: torch.compile(m) for k, m in self.modules.items()}
+            except Exception as exc:  # torch.compile is optional
+                raise Skip(f"torch.compile failed: {exc}")
+
+    def _ctx(self):
+        torch = self.torch
+        if self.mode == "autocast":
+            dtype = torch.float16 if self.device == "cuda" else torch.bfloat16
+            return torch.autocast(self.device, dtype=dtype)
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def _run(self, name, *args):
+        torch = self.torch
+        with torch.inference_mode(), self._ctx():
+            out = self.modules[name](*[torch.from_numpy(a).to(self.device) for a in args])
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        return out
+
+    def audio(self, wave):
+        return self._run("audio", wave)[0].float().cpu().numpy()
+
+    def video(self, frames):
+        return self._run("video", frames).float().cpu().numpy()
+
+    def fusion(self, hidden, emb):
+        outs = self._run("fusion", hidden[None], np.ones((1, len(hidden)), np.float32), emb[None],
+                         np.ones((1, len(emb)), np.float32))
+        return outs[0][0].float().cpu().numpy()
+
+    def end_to_end(self, predictor, audio, frames):
+        """Preprocessing exactly as the runtime (numpy), then the eager modules."""
+        wave, _ = predictor.prepare_audio(audio, 16000)
+        x, _ = predictor.prepare_frames(frames)
+        return _softmax(self.fusion(self.audio(wave[None]), self.video(x)))
+
+
+class RuntimeBackend:
+    """foal_edge.Predictor on a bundle: ONNX Runtime (FP32 or INT8) or TensorRT."""
+
+    def __init__(self, bundle, backend: str, threads: int | None, frames_per_clip: int | None):
+        from foal_edge import FoalEdgeError, Predictor
+
+        try:
+            self.p = Predictor(bundle, backend=backend, threads=threads, frames_per_clip=frames_per_clip)
+        except FoalEdgeError as exc:
+            raise Skip(str(exc))
+
+    def audio(self, wave):
+        return self.p.encode_audio(wave[0])
+
+    def video(self, frames):
+        return self.p.encode_frames(frames)
+
+    def fusion(self, hidden, emb):
+        return self.p.fuse([hidden], [emb])[0]["logits"]
+
+    def end_to_end(self, predictor, audio, frames):
+        r = self.p.predict(audio=audio, sample_rate=16000, frames=frames)
+        return np.array([r.probabilities[l] for l in self.p.labels])
+
+
+def _softmax(x):
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+# -- the run ------------------------------------------------------------------------------
+def build_bundles(args, checkpoint: Path) -> dict[str, Path]:
+    from export.build_engine import main as build
+
+    out = {}
+    for precision in ("fp32", "int8"):
+        bundle = Path(args.bundle_dir) / precision
+        if not (bundle / "manifest.json").is_file():
+            print(f"[latency] building the {precision} ONNX bundle -> {bundle}", file=sys.stderr, flush=True)
+            build(["--checkpoint", str(checkpoint), "--out", str(bundle), "--target", "onnx", "--precision",
+                   precision, "--parity-clips", "0", "--max-audio-seconds", str(args.audio_seconds)])
+        out[precision] = bundle
+    return out
+
+
+def stats(times: list[float]) -> dict:
+    t = np.asarray(times) * 1e3
+    return {"p50_ms": float(np.percentile(t, 50)), "p90_ms": float(np.percentile(t, 90)),
+            "p99_ms": float(np.percentile(t, 99)), "mean_ms": float(t.mean()), "n": len(t)}
+
+
+def flops_of(model, inputs) -> dict[str, float]:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    wave, frames, hidden, emb = inputs
+    out = {}
+    for name, fn in (("audio", lambda: model.audio_encoder(torch.from_numpy(wave))),
+                     ("video", lambda: model.video_encoder(torch.from_numpy(frames))),
+                     ("fusion", lambda: model.fusion(torch.from_numpy(hidden[None]), torch.ones(1, len(hidden)),
+                                                     torch.from_numpy(emb[None]), torch.ones(1, len(emb))))):
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            fn()
+        out[name] = float(counter.get_total_flops())
+    return out
+
+
+def run(args) -> dict:
+    import torch
+
+    from export.parity import cosine
+    from foal_edge import Predictor
+    from training.model import FoalNet
+    from training.synthetic import make_clip
+
+    torch.set_num_threads(args.threads)
+    if args.random_weights:
+        torch.manual_seed(0)
+        model = FoalNet.from_preset(args.preset).eval()
+        checkpoint = Path(args.bundle_dir) / "checkpoint"
+        if not (checkpoint / "model.safetensors").is_file():
+            model.save(checkpoint)
+        else:
+            model = FoalNet.load(checkpoint).eval()
+    else:
+        checkpoint = Path(args.checkpoint)
+        model = FoalNet.load(checkpoint).eval()
+    cfg = model.config
+    bundles = build_bundles(args, checkpoint)
+    if args.bundle:
+        bundles["tensorrt"] = Path(args.bundle)
+    reference = Predictor(bundles["fp32"], backend="onnxruntime-cpu", threads=args.threads)
+
+    # Inputs: one synthetic clip of the requested length; frames at camera size.
+    audio, raw_frames, _ = make_clip(1, seconds=args.audio_seconds, frames=max(args.frames))
+    wave = audio[None].astype(np.float32)
+
+    results = {"machine": machine(), "command": "python -m benchmarks.latency " + " ".join(sys.argv[1:]),
+               "preset": cfg.preset, "audio_seconds": args.audio_seconds, "threads": args.threads,
+               "backends": {}, "skipped": {}, "rows": []}
+    results["matmul_peak_gflops"] = matmul_peak(args.threads) / 1e9
+    print(f"[latency] matmul peak {results['matmul_peak_gflops']:.1f} GFLOP/s on {args.threads} threads",
+          file=sys.stderr, flush=True)
+
+    backends = {}
+    for name in args.backends:
+        before = rss_mb()
+        try:
+            if name == "eager":
+                backends[name] = EagerBackend(model)
+            elif name == "eager-autocast":
+                backends[name] = EagerBackend(model, "autocast")
+            elif name == "compile":
+                backends[name] = EagerBackend(model, "compile")
+            elif name == "onnxruntime":
+                backends[name] = RuntimeBackend(bundles["fp32"], "onnxruntime", args.threads, None)
+            elif name == "onnxruntime-int8":
+                backends[name] = RuntimeBackend(bundles["int8"], "onnxruntime", args.threads, None)
+            elif name == "tensorrt":
+                try:
+                    import tensorrt  # noqa: F401
+                except ImportError:
+                    raise Skip("TensorRT is not installed on this machine")
+                if "tensorrt" not in bundles:
+                    raise Skip("no TensorRT bundle given (--bundle, built with --target tensorrt)")
+                backends[name] = RuntimeBackend(bundles["tensorrt"], "tensorrt", None, None)
+            results["backends"][name] = {"rss_load_mb": rss_mb() - before}
+        except Skip as exc:
+            results["skipped"][name] = str(exc)
+            print(f"[latency] {name}: skipped ({exc})", file=sys.stderr, flush=True)
+
+    frames_in = {k: reference.prepare_frames(raw_frames[:k])[0] for k in args.frames}
+    # Each stage's input is the eager FP32 output of the stage before (the same for everyone).
+    eager_ref = EagerBackend(model)
+    hidden = eager_ref.audio(wave)
+    embs = {k: eager_ref.video(x) for k, x in frames_in.items()}
+    stages = [("audio", lambda b: b.audio(wave), 1)]
+    stages += [(f"video[{k}]", (lambda k: lambda b: b.video(frames_in[k]))(k), k) for k in args.frames]
+    k0 = args.frames[0]
+    stages += [("fusion", lambda b: b.fusion(hidden, embs[k0]), 1)]
+    e2e_frames = raw_frames[: max(args.frames)]
+    stages += [("end_to_end", lambda b: b.end_to_end(reference, audio, e2e_frames), 1)]
+
+    flops = flops_of(model, (wave, frames_in[k0], hidden, embs[k0]))
+    flops_per = {"audio": flops["audio"], "fusion": flops["fusion"]}
+    for k in args.frames:
+        flops_per[f"video[{k}]"] = flops["video"] / k0 * k
+    flops_per["end_to_end"] = flops["audio"] + flops["video"] / k0 * cfg.frames_per_clip + flops["fusion"]
+
+    times = {(b, s): [] for b in backends for s, _, _ in stages}
+    outputs = {}
+    total = args.warmup + args.iters
+    for it in range(total):
+        for stage, fn, _ in stages:
+            for name, backend in backends.items():  # interleaved: A B C for each stage, every iteration
+                t = time.perf_counter()
+                out = fn(backend)
+                dt = time.perf_counter() - t
+                if it >= args.warmup:
+                    times[(name, stage)].append(dt)
+                outputs[(name, stage)] = out
+        print(f"[latency] iteration {it + 1}/{total}{' (warm-up)' if it < args.warmup else ''}",
+              file=sys.stderr, flush=True)
+
+    clip_seconds = args.audio_seconds
+    for stage, _, items in stages:
+        ref_out = outputs.get(("eager", stage))
+        for name in backends:
+            t = times[(name, stage)]
+            row = {"backend": name, "stage": stage, **stats(t)}
+            row["throughput_per_s"] = items / (row["p50_ms"] / 1e3)
+            if stage in ("audio", "end_to_end") or stage.startswith("video"):
+                row["rtf"] = row["p50_ms"] / 1e3 / clip_seconds
+            row["gflop"] = flops_per[stage] / 1e9
+            row["fraction_of_matmul_peak"] = flops_per[stage] / (row["p50_ms"] / 1e3) / (
+                results["matmul_peak_gflops"] * 1e9)
+            if "eager" in backends:
+                paired = np.asarray(times[("eager", stage)]) / np.asarray(t)
+                row["speedup_vs_eager"] = {"median": float(np.median(paired)),
+                                           "p25": float(np.percentile(paired, 25)),
+                                           "p75": float(np.percentile(paired, 75))}
+                out = outputs[(name, stage)]
+                row["max_abs_diff_vs_eager"] = float(np.abs(np.asarray(out) - np.asarray(ref_out)).max())
+                row["cosine_vs_eager"] = cosine(np.asarray(out), np.asarray(ref_out))
+            results["rows"].append(row)
+
+    if args.agreement_clips:
+        results["agreement"] = label_agreement(args, backends, reference, cfg)
+    if args.frames_knob:
+        results["frames_knob"] = frames_knob(args, bundles["fp32"], cfg)
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.cuda.is_available():
+        results["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    return results
+
+
+def label_agreement(args, backends, reference, cfg) -> dict:
+    """End-to-end labels of every backend vs eager FP32 on synthetic clips."""
+    from training.synthetic import make_clip
+
+    clips = [make_clip(20_000 + i, frames=cfg.frames_per_clip) for i in range(args.agreement_clips)]
+    labels = {n: [] for n in backends}
+    for audio, frames, _ in clips:
+        for name, b in backends.items():
+            labels[name].append(int(np.argmax(b.end_to_end(reference, audio, frames))))
+    base = np.array(labels.get("eager", labels[next(iter(labels))]))
+    return {n: {"clips": len(clips), "label_agreement_vs_eager": float(np.mean(np.array(v) == base))}
+            for n, v in labels.items()}
+
+
+def frames_knob(args, bundle, cfg) -> list[dict]:
+    """Latency and agreement with the 180-frame prediction for fewer frames per clip."""
+    from foal_edge import Predictor
+    from training.synthetic import make_clip
+
+    clips = [make_clip(30_000 + i, seconds=args.audio_seconds, frames=180) for i in range(args.knob_clips)]
+    full = Predictor(bundle, backend="onnxruntime-cpu", threads=args.threads, frames_per_clip=180)
+    ref = [full.predict(audio=a, sample_rate=16000, frames=f).label for a, f, _ in clips]
+    rows = []
+    for k in args.frames_knob:
+        p = Predictor(bundle, backend="onnxruntime-cpu", threads=args.threads, frames_per_clip=k)
+        t, agree = [], 0
+        for (a, f, _), r in zip(clips, ref):
+            start = time.perf_counter()
+            label = p.predict(audio=a, sample_rate=16000, frames=f).label
+            t.append(time.perf_counter() - start)
+            agree += label == r
+        rows.append({"frames_per_clip": k, **stats(t), "label_agreement_vs_180": agree / len(clips)})
+        print(f"[latency] frames-per-clip {k}: p50 {rows[-1]['p50_ms']:.0f} ms, agreement "
+              f"{rows[-1]['label_agreement_vs_180']:.2f}", file=sys.stderr, flush=True)
+    return rows
+
+
+# -- reports ------------------------------------------------------------------------------
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    lines = [f"# Latency: preset `{results['preset']}`, {results['audio_seconds']:g} s audio",
+             "", f"Machine: {m['cpu']}, {m['cores']} cores, GPU: {m['gpu'] or 'none'}; torch {m['torch']}, "
+             f"onnxruntime {m['onnxruntime']}, Python {m['python']}; {results['threads']} threads. "
+             f"Matmul peak (FP32, measured in this run): {results['matmul_peak_gflops']:.1f} GFLOP/s.",
+             "", f"Command: `{results['command']}`", "",
+             "| backend | stage | p50 ms | p90 ms | p99 ms | per s | RTF | speedup vs eager (median [IQR]) | GFLOP "
+             "| % matmul peak | max abs diff vs eager | cosine vs eager |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
+    for r in results["rows"]:
+        sp = r.get("speedup_vs_eager")
+        spd = f"{sp['median']:.2f}x [{sp['p25']:.2f}-{sp['p75']:.2f}]" if sp else "-"
+        lines.append(f"| {r['backend']} | {r['stage']} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['p99_ms']:.1f} "
+                     f"| {r['throughput_per_s']:.2f} | {r.get('rtf', float('nan')):.3f} | {spd} | {r['gflop']:.2f} "
+                     f"| {100 * r['fraction_of_matmul_peak']:.1f}% | {r.get('max_abs_diff_vs_eager', 0):.2e} "
+                     f"| {r.get('cosine_vs_eager', 1):.6f} |")
+    if results["skipped"]:
+        lines += ["", "Skipped: " + "; ".join(f"{k}: {v}" for k, v in results["skipped"].items())]
+    if results.get("agreement"):
+        lines += ["", "End-to-end label agreement with eager FP32: " + ", ".join(
+            f"{k} {100 * v['label_agreement_vs_eager']:.1f}% of {v['clips']}" for k, v in results["agreement"].items())]
+    if results.get("frames_knob"):
+        lines += ["", "Frames per clip (ONNX Runtime FP32, end to end):", "",
+                  "| frames | p50 ms | agreement with 180 frames |", "| ---: | ---: | ---: |"]
+        lines += [f"| {r['frames_per_clip']} | {r['p50_ms']:.0f} | {100 * r['label_agreement_vs_180']:.0f}% |"
+                  for r in results["frames_knob"]]
+    lines += ["", f"Peak RSS: {results['peak_rss_mb']:.0f} MB"
+              + (f"; peak GPU memory {results['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in results else ""), ""]
+    return "\n".join(lines)
+
+
+def chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = list(dict.fromkeys(r["stage"] for r in results["rows"]))
+    backends = list(dict.fromkeys(r["backend"] for r in results["rows"]))
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(stages)), 4), dpi=120)
+    width = 0.8 / max(len(backends), 1)
+    for i, b in enumerate(backends):
+        vals = [next((r["p50_ms"] for r in results["rows"] if r["backend"] == b and r["stage"] == s), np.nan)
+                for s in stages]
+        ax.bar(np.arange(len(stages)) + i * width, vals, width, label=b)
+    ax.set_xticks(np.arange(len(stages)) + width * (len(backends) - 1) / 2, stages)
+    ax.set_yscale("log")
+    ax.set_ylabel("p50 latency (ms, log)")
+    ax.set_title(f"preset {results['preset']}: {results['machine']['cpu'][:60]}", fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint", default=str(Path(__file__).resolve().parents[1] / "training" / "demo"),
+                     help="trained checkpoint (default: the demo checkpoint)")
+    src.add_argument("--random-weights", action="store_true", help="random weights of --preset")
+    p.add_argument("--preset", default="tiny", choices=("large", "base", "tiny"))
+    p.add_argument("--bundle", help="a TensorRT bundle to measure (ONNX bundles are built by the harness)")
+    p.add_argument("--bundle-dir", default=None, help="where the harness keeps its bundles (default build/bench/NAME)")
+    p.add_argument("--backends", default=",".join(ALL_BACKENDS), help="comma list of " + ", ".join(ALL_BACKENDS))
+    p.add_argument("--audio-seconds", type=float, default=6.0)
+    p.add_argument("--frames", default="16", help="frame counts for the video stage, e.g. 16,180")
+    p.add_argument("--batch", type=int, default=1, help="clips per call (only 1 is measured so far)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--agreement-clips", type=int, default=0, help="clips for end-to-end label agreement")
+    p.add_argument("--frames-knob", default="", help="frames per clip to compare with 180, e.g. 4,8,16,32")
+    p.add_argument("--knob-clips", type=int, default=10)
+    p.add_argument("--out", required=True, help="output path without extension: writes .json, .md, .png")
+    return p
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    if args.batch != 1:
+        raise SystemExit("--batch: only batch 1 is implemented")
+    args.backends = [b for b in args.backends.split(",") if b]
+    unknown = set(args.backends) - set(ALL_BACKENDS)
+    if unknown:
+        raise SystemExit(f"unknown backends {sorted(unknown)}; choose from {ALL_BACKENDS}")
+    args.frames = [int(f) for f in args.frames.split(",")]
+    args.frames_knob = [int(f) for f in args.frames_knob.split(",") if f]
+    out = Path(args.out)
+    args.bundle_dir = args.bundle_dir or str(Path("build/bench") / out.name)
+    results = run(args)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    out.with_suffix(".md").write_text(markdown(results))
+    chart(results, out.with_suffix(".png"))
+    print(markdown(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()

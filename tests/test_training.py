@@ -1,0 +1,117 @@
+"""Training: the IEMOCAP reader, metrics, the trainer end to end, deterministic resume."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.data.iemocap import IemocapFormatError, read_iemocap
+from training.metrics import classification_report
+
+EVAL_HEADER = "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n\n"
+
+
+def write_tree(root: Path, lines: list[str], wavs: list[str], dialog="Ses01F_impro01"):
+    s = root / "Session1"
+    (s / "dialog" / "EmoEvaluation").mkdir(parents=True)
+    (s / "dialog" / "avi" / "DivX").mkdir(parents=True)
+    (s / "dialog" / "avi" / "DivX" / f"{dialog}.avi").write_bytes(b"")
+    (s / "dialog" / "EmoEvaluation" / f"{dialog}.txt").write_text(EVAL_HEADER + "\n".join(lines) + "\n")
+    wav_dir = s / "sentences" / "wav" / dialog
+    wav_dir.mkdir(parents=True)
+    for w in wavs:
+        (wav_dir / f"{w}.wav").write_bytes(b"RIFF")
+
+
+def turn(start, end, name, emo, vad=(2.5, 3.0, 3.5)):
+    return f"[{start:.4f} - {end:.4f}]\t{name}\t{emo}\t[{vad[0]:.4f}, {vad[1]:.4f}, {vad[2]:.4f}]"
+
+
+def test_reader_on_the_real_layout(tmp_path):
+    names = [f"Ses01F_impro01_{g}{i:03d}" for i, g in enumerate("FMFMFM")]
+    lines = [turn(1.0 + i, 1.8 + i, n, e) for i, (n, e) in enumerate(zip(names, ["neu", "exc", "ang", "sad", "fru",
+                                                                                "hap"]))]
+    lines.insert(1, "C-E2:\tNeutral;\t()")  # annotator lines are skipped
+    write_tree(tmp_path, lines, names)
+    corpus = read_iemocap(tmp_path, sessions=[1])
+    assert [u.label for u in corpus.utterances] == ["neutral", "happy", "angry", "sad", "happy"]
+    assert corpus.skipped == {"frustrated": 1} and "frustrated 1" in corpus.report()
+    u = corpus.utterances[1]
+    assert u.speaker == "Ses01M" and u.session == 1 and u.vad == (2.5, 3.0, 3.5)
+    assert u.wav.name == f"{names[1]}.wav" and u.video.name == "Ses01F_impro01.avi" and u.start == 2.0
+    kept = read_iemocap(tmp_path, sessions=[1], merge_excited=False)
+    assert kept.skipped == {"frustrated": 1, "excited": 1}
+
+
+def test_reader_names_the_malformed_line(tmp_path):
+    write_tree(tmp_path, [turn(1, 2, "Ses01F_impro01_F000", "neu"), "[3.0 - x]\tSes01F_impro01_M000\tang"],
+               ["Ses01F_impro01_F000"])
+    with pytest.raises(IemocapFormatError, match=r"Ses01F_impro01\.txt:4: not a turn line"):
+        read_iemocap(tmp_path, sessions=[1])
+
+
+def test_reader_names_the_missing_wav(tmp_path):
+    write_tree(tmp_path, [turn(1, 2, "Ses01F_impro01_F000", "neu")], [])
+    with pytest.raises(IemocapFormatError, match=r"Ses01F_impro01_F000\.wav is missing"):
+        read_iemocap(tmp_path, sessions=[1])
+
+
+def test_wa_ua_by_hand():
+    gold = [0, 0, 0, 0, 1, 1, 2, 3]
+    pred = [0, 0, 0, 1, 1, 0, 2, 2]
+    r = classification_report(gold, pred, ["n", "h", "a", "s"])
+    assert r["WA"] == pytest.approx(5 / 8)
+    assert r["UA"] == pytest.approx((3 / 4 + 1 / 2 + 1 + 0) / 4)
+    assert r["confusion"][0] == [3, 1, 0, 0] and r["recall"]["s"] == 0.0
+    # A class absent from the gold labels does not drag UA down.
+    assert classification_report([0, 1], [0, 1], ["n", "h", "a", "s"])["UA"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory):
+    from training.synthetic import make_corpus
+
+    return make_corpus(tmp_path_factory.mktemp("corpus"), sessions=2, dialogs_per_session=1, turns_per_dialog=10)
+
+
+def train(args):
+    from training.train import main
+
+    return main(args + ["--quiet", "--threads", "2"])
+
+
+def test_short_training_lowers_the_loss_and_writes_a_checkpoint(small_corpus, tmp_path):
+    summary = train(["--data", "synthetic", "--root", str(small_corpus), "--preset", "tiny", "--folds", "1",
+                     "--epochs", "4", "--batch-size", "8", "--lr", "2e-3", "--out", str(tmp_path)])
+    metrics = json.loads((tmp_path / "fold1" / "metrics.json").read_text())
+    losses = [h["loss"] for h in metrics["history"]]
+    assert losses[-1] < losses[0]
+    assert {"fused", "audio", "video", "ccc"} <= set(metrics["test"]) and metrics["trained_parts"]["clip_tower"]
+    assert (tmp_path / "fold1" / "model.safetensors").is_file() and (tmp_path / "fold1" / "confusion.png").is_file()
+    assert set(summary["mean"]) == {"fused", "audio", "video"}
+    from training.model import FoalNet
+
+    assert FoalNet.load(tmp_path / "fold1").config.preset == "tiny"
+
+
+def test_resume_reproduces_the_next_epoch_exactly(small_corpus, tmp_path):
+    common = ["--data", "synthetic", "--root", str(small_corpus), "--preset", "tiny", "--folds", "2",
+              "--batch-size", "8", "--lr", "1e-3"]
+    train(common + ["--epochs", "2", "--out", str(tmp_path / "straight")])
+    train(common + ["--epochs", "1", "--out", str(tmp_path / "resumed")])
+    train(common + ["--epochs", "2", "--out", str(tmp_path / "resumed"), "--resume"])
+    a = json.loads((tmp_path / "straight" / "fold2" / "metrics.json").read_text())["history"]
+    b = json.loads((tmp_path / "resumed" / "fold2" / "metrics.json").read_text())["history"]
+    assert len(a) == len(b) == 2
+    assert a[1] == b[1]  # loss and validation metrics of epoch 2, bit for bit
+
+
+def test_corrupt_training_state_is_a_clear_error(small_corpus, tmp_path):
+    common = ["--data", "synthetic", "--root", str(small_corpus), "--preset", "tiny", "--folds", "1",
+              "--batch-size", "8", "--out", str(tmp_path)]
+    train(common + ["--epochs", "1"])
+    state = tmp_path / "fold1" / "state" / "state.safetensors"
+    state.write_bytes(state.read_bytes()[:100])
+    with pytest.raises(SystemExit, match="corrupt or incomplete"):
+        train(common + ["--epochs", "2", "--resume"])
