@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import BundleError
+from .errors import BundleError, IncompatibleEngineError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -123,3 +123,17 @@ def load_manifest(bundle, verify: bool = True) -> Manifest:
             raise BundleError(f"{file}: sha256 does not match the manifest (corrupt or truncated copy); "
                               f"copy the bundle again or {rebuild}")
     return manifest
+
+
+def check_engine(path, built_version: str | None, built_capability: str | None, here_version: str,
+                 here_capability: str, rebuild: str) -> None:
+    """Engines run only on the TensorRT version and GPU they were built for: refuse others
+    with the command that rebuilds them."""
+    if built_version and built_version != here_version:
+        raise IncompatibleEngineError(
+            f"{path}: engine built with TensorRT {built_version}, this machine has TensorRT {here_version}; "
+            f"engines are not portable across TensorRT versions: {rebuild}")
+    if built_capability and built_capability != here_capability:
+        raise IncompatibleEngineError(
+            f"{path}: engine built for sm_{built_capability.replace('.', '')}, this GPU is "
+            f"sm_{here_capability.replace('.', '')}; engines are not portable across GPUs: {rebuild}")

@@ -106,27 +106,29 @@ class Predictor:
 
     # -- input checks ---------------------------------------------------------------------
     def prepare_audio(self, audio, sample_rate) -> tuple[np.ndarray, list[str]]:
-        """Validate, convert to float32 mono at the bundle's rate, apply the window policy."""
+        """Validate, convert to float32 mono at the bundle's rate, apply the window policy.
+        Long audio is cut before resampling, so an hour of 48 kHz audio costs one window."""
         from .validate import check_audio
 
         audio = check_audio(audio, sample_rate, self.min_samples)
         notes = []
-        rate = self.manifest.sample_rate
-        if int(sample_rate) != rate:
-            audio = preprocess.resample(audio, int(sample_rate), rate)
-            notes.append(f"audio resampled from {int(sample_rate)} Hz to {rate} Hz")
-        if len(audio) < self.min_samples:
-            raise InvalidInputError(f"audio is {len(audio)} samples at {rate} Hz; at least {self.min_samples} "
-                                    f"({1000 * self.min_samples / rate:.0f} ms) are needed for one WavLM frame")
-        if len(audio) > self.window_samples:
-            seconds = len(audio) / rate
+        rate, src = self.manifest.sample_rate, int(sample_rate)
+        window_src = int(np.ceil(self.window_samples * src / rate))
+        if len(audio) > window_src:
+            seconds = len(audio) / src
             if self.long_audio == "error":
                 raise InvalidInputError(f"audio is {seconds:.2f} s, longer than the bundle's "
                                         f"{self.manifest.audio_seconds:g} s window; cut it, or use "
                                         "long_audio='head' or 'tail'")
-            audio = audio[: self.window_samples] if self.long_audio == "head" else audio[-self.window_samples:]
+            audio = audio[:window_src] if self.long_audio == "head" else audio[-window_src:]
             notes.append(f"audio cut from {seconds:.2f} s to the {self.manifest.audio_seconds:g} s window "
                          f"({'first' if self.long_audio == 'head' else 'last'} part kept)")
+        if src != rate:
+            audio = preprocess.resample(audio, src, rate)[: self.window_samples]
+            notes.append(f"audio resampled from {src} Hz to {rate} Hz")
+        if len(audio) < self.min_samples:
+            raise InvalidInputError(f"audio is {len(audio)} samples at {rate} Hz; at least {self.min_samples} "
+                                    f"({1000 * self.min_samples / rate:.0f} ms) are needed for one WavLM frame")
         return np.ascontiguousarray(audio, dtype=np.float32), notes
 
     def prepare_frames(self, frames, fps=None, audio_seconds=None) -> tuple[np.ndarray, list[str]]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..cuda import open_cuda
 from ..errors import BackendUnavailableError, IncompatibleEngineError, InvalidInputError
+from ..manifest import check_engine
 
 
 def import_tensorrt():
@@ -32,15 +33,8 @@ class TensorRTRunner:
         trt = import_tensorrt()
         self.trt = trt
         self.cuda = open_cuda(device)
-        here_cc = self.cuda.compute_capability()
-        if expect_version and expect_version != trt.__version__:
-            raise IncompatibleEngineError(
-                f"{engine_path}: engine built with TensorRT {expect_version}, this machine has "
-                f"{trt.__version__}; engines are not portable across versions: {rebuild_hint}")
-        if expect_capability and expect_capability != here_cc:
-            raise IncompatibleEngineError(
-                f"{engine_path}: engine built for sm_{expect_capability.replace('.', '')}, this GPU is "
-                f"sm_{here_cc.replace('.', '')}: {rebuild_hint}")
+        check_engine(engine_path, expect_version, expect_capability, trt.__version__,
+                     self.cuda.compute_capability(), rebuild_hint)
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
         with open(engine_path, "rb") as f:
