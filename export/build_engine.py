@@ -245,7 +245,9 @@ def build_tensorrt(args, config, name, fp32_onnx, final_onnx, out, precision):
     build_engine(fp32_onnx if weak else final_onnx, engine, profiles, strongly_typed=not weak, fp16_flag=weak,
                  workspace_mb=args.workspace_mb, timing_cache=args.timing_cache)
     log_step(f"built {engine.name} in {time.time() - t:.0f}s")
-    return graph_info(out, engine, "tensorrt", precision, final_onnx, opset=args.opset,
+    from .onnx_export import OPSET
+
+    return graph_info(out, engine, "tensorrt", precision, final_onnx, opset=args.opset or OPSET,
                       tensorrt_version=trt.__version__, compute_capability=cc,
                       profiles={k: {"min": list(p.min), "opt": list(p.opt), "max": list(p.max)}
                                 for k, p in profiles.items()})

@@ -57,3 +57,36 @@ def write_manifest(bundle: Path, manifest: Manifest) -> Path:
     tmp.write_text(manifest.to_json())
     tmp.replace(path)
     return path
+
+
+def derive_bundle(src: Path, dst: Path, precision: str) -> Path:
+    """An FP16 or INT8 ONNX bundle from an FP32 ONNX bundle, without exporting again."""
+    import shutil
+
+    from foal_edge.manifest import load_manifest
+
+    from .fp16 import convert_file
+    from .quantize import quantize_int8
+
+    src, dst = Path(src), Path(dst)
+    manifest = load_manifest(src)
+    if any(g.format != "onnx" or g.precision != "fp32" for g in manifest.graphs.values()):
+        raise ValueError(f"{src}: derive_bundle needs an FP32 ONNX bundle")
+    dst.mkdir(parents=True, exist_ok=True)
+    for name, g in manifest.graphs.items():
+        source = src / g.file
+        target = dst / f"{name}.{precision}.onnx"
+        if precision == "fp16":
+            convert_file(source, target)
+        elif precision == "int8" and name != "fusion":  # the fusion head is tiny: it stays FP32
+            quantize_int8(source, target)
+        else:
+            target = dst / g.file
+            shutil.copyfile(source, target)
+        manifest.graphs[name] = graph_info(dst, target, "onnx", precision if target.name != g.file else "fp32",
+                                           target, opset=g.opset)
+    for extra in (manifest.demo or {}).values():
+        if isinstance(extra, str) and (src / extra).is_file():
+            shutil.copyfile(src / extra, dst / extra)
+    write_manifest(dst, manifest)
+    return dst

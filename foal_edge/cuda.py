@@ -6,6 +6,7 @@ checker that turns an error code into a readable exception; every resource frees
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 
 import numpy as np
@@ -39,6 +40,12 @@ class CudaPython:
             _, name = self.rt.cudaGetErrorName(err)
             raise CudaError(f"CUDA error {int(err)} ({name.decode() if isinstance(name, bytes) else name})")
         return rest[0] if len(rest) == 1 else (rest or None)
+
+    @contextlib.contextmanager
+    def active(self):
+        """Make this device current for the calling thread (the runtime API's device is per thread)."""
+        self.check(self.rt.cudaSetDevice(self.device))
+        yield
 
     def compute_capability(self) -> str:
         attr = self.rt.cudaDeviceAttr
@@ -93,6 +100,15 @@ class PyCuda:
         self.ctx = self.dev.retain_primary_context()
         self.ctx.push()
         self._allocs, self._streams = {}, {}
+
+    @contextlib.contextmanager
+    def active(self):
+        """Push this device's context for the calling thread (pycuda contexts are per thread)."""
+        self.ctx.push()
+        try:
+            yield
+        finally:
+            self.drv.Context.pop()
 
     def compute_capability(self) -> str:
         major, minor = self.dev.compute_capability()

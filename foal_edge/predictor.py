@@ -77,7 +77,8 @@ class Predictor:
     # -- backends -------------------------------------------------------------------------
     def _open(self, backend: str, device: int, threads):
         formats = {g.format for g in self.manifest.graphs.values()}
-        rebuild = f"rebuild with `python -m export.build_engine --out {self.bundle}` on this device"
+        rebuild = (f"rebuild it on this device with `python -m export.build_engine --checkpoint CHECKPOINT "
+                   f"--target tensorrt --out {self.bundle}`")
         if backend == "auto":
             backend = "tensorrt" if formats == {"tensorrt"} else "onnxruntime"
         if backend == "tensorrt":

@@ -70,13 +70,24 @@ def test_fp16_keeps_fragile_ops_in_fp32_and_agrees(tiny_bundle, tmp_path):
     assert report["min_cosine"]["audio"] >= 0.999 and report["min_cosine"]["video"] >= 0.999
 
 
-def test_int8_quantises_matmuls(tiny_bundle, tmp_path):
-    from export.quantize import quantize_int8
+def test_int8_bundle_quantises_the_encoders_and_runs(tiny_bundle, tmp_path):
+    from export.bundle import derive_bundle
+    from foal_edge import Predictor
+    from training.synthetic import make_clip
 
     _, bundle = tiny_bundle
-    dst = quantize_int8(bundle / "audio.onnx", tmp_path / "audio.int8.onnx")
-    ops = {n.op_type for n in onnx.load(str(dst)).graph.node}
-    assert "DynamicQuantizeLinear" in ops or "MatMulInteger" in ops
+    int8 = derive_bundle(bundle, tmp_path / "int8", "int8")
+    m = load_manifest(int8)
+    assert [m.graphs[n].precision for n in ("audio", "video", "fusion")] == ["int8", "int8", "fp32"]
+    for name in ("audio", "video"):
+        ops = {n.op_type for n in onnx.load(str(int8 / m.graphs[name].file)).graph.node}
+        assert "MatMulInteger" in ops or "DynamicQuantizeLinear" in ops
+    a, b = Predictor(bundle), Predictor(int8)
+    for seed in range(5):
+        audio, frames, _ = make_clip(seed)
+        pa = a.predict(audio=audio, sample_rate=16000, frames=frames).probabilities
+        pb = b.predict(audio=audio, sample_rate=16000, frames=frames).probabilities
+        assert max(abs(pa[k] - pb[k]) for k in pa) < 0.1
 
 
 def test_build_engine_refuses_tensorrt_without_it(tmp_path, capsys):

@@ -154,7 +154,7 @@ def write_dialog(root: Path, rng: np.random.Generator, session: int, lead: str, 
             container.mux(packet)
 
 
-def make_corpus(out, sessions: int = 5, dialogs_per_session: int = 2, turns_per_dialog: int = 26,
+def make_corpus(out, sessions: int = 5, dialogs_per_session: int = 2, turns_per_dialog: int = 60,
                 seed: int = 1234) -> Path:
     out = Path(out)
     for session in range(1, sessions + 1):
@@ -170,7 +170,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", required=True, help="directory to write the corpus into (IEMOCAP layout)")
     p.add_argument("--sessions", type=int, default=5)
     p.add_argument("--dialogs", type=int, default=2, help="dialogs per session")
-    p.add_argument("--turns", type=int, default=26, help="turns per dialog")
+    p.add_argument("--turns", type=int, default=60, help="turns per dialog")
     p.add_argument("--seed", type=int, default=1234)
     args = p.parse_args(argv)
     make_corpus(args.out, args.sessions, args.dialogs, args.turns, args.seed)

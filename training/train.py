@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -151,7 +152,7 @@ def load_state(directory: Path, model, optimizer, generators) -> dict:
 def train_fold(args, cfg, corpus_clips, test_session: int, out: Path, rank: int, world: int) -> dict:
     from tqdm import tqdm
 
-    from .data.clips import EmbeddingCache, collate
+    from .data.clips import EmbeddingCache, augment_frames, collate
 
     device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(args.seed)
@@ -168,7 +169,8 @@ def train_fold(args, cfg, corpus_clips, test_session: int, out: Path, rank: int,
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=args.lr, weight_decay=args.weight_decay)
     generators = {"sampler": torch.Generator().manual_seed(args.seed),
-                  "mem": torch.Generator(device=device).manual_seed(args.seed + 1)}
+                  "mem": torch.Generator(device=device).manual_seed(args.seed + 1),
+                  "augment": torch.Generator().manual_seed(args.seed + 2)}
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     ddp_model = model
     if world > 1:
@@ -191,17 +193,33 @@ def train_fold(args, cfg, corpus_clips, test_session: int, out: Path, rank: int,
         history, best, start = meta["history"], meta["best"], meta["epoch"] + 1
         log.info("fold %d: resuming after epoch %d", test_session, meta["epoch"] + 1)
 
+    steps_per_epoch = -(-(len(train_clips) - len(train_clips) % world) // world // args.batch_size)
+    total_steps = max(1, args.epochs * steps_per_epoch)
+
+    def learning_rate(step: int) -> float:
+        """constant (the reference), or linear warm-up over 5% of the steps then cosine decay."""
+        if args.schedule == "constant":
+            return args.lr
+        warmup = max(1, total_steps // 20)
+        if step < warmup:
+            return args.lr * (step + 1) / warmup
+        return args.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
+
     t0 = time.time()
     for epoch in range(start, args.epochs):
         model.train()
         order = balanced_order(train_clips, generators["sampler"])
-        order = order[rank::world]
+        order = order[: len(order) - len(order) % world][rank::world]  # equal shards: DDP steps in lockstep
         losses_seen = []
         bar = tqdm(range(0, len(order), args.batch_size), desc=f"fold {test_session} epoch {epoch + 1}",
                    disable=True if rank != 0 or args.quiet else None, leave=False)  # None: only on a terminal
-        for i in bar:
-            batch = {k: v.to(device) for k, v in collate([train_clips[j] for j in order[i:i + args.batch_size]],
-                                                          cfg).items()}
+        for n, i in enumerate(bar):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(epoch * steps_per_epoch + n)
+            batch = collate([train_clips[j] for j in order[i:i + args.batch_size]], cfg)
+            if args.augment and "frames" in batch:
+                batch["frames"] = augment_frames(batch["frames"], generators["augment"])
+            batch = {k: v.to(device) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
                 out_step = (ddp_model(batch, generators["mem"]) if world > 1
                             else model.training_step(batch, generators["mem"]))
@@ -283,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                   help="learning rate: constant (the reference code) or 5%% warm-up then cosine decay")
     p.add_argument("--loss-weights", default="", help="e.g. avel=1,mem=0.1,unimodal=1,attributes=1")
     p.add_argument("--no-avel", action="store_true", help="ablation: no audio-video emotion alignment")
     p.add_argument("--no-mem", action="store_true", help="ablation: no cross-modal label matching")
@@ -292,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="freeze the CLIP tower and train from cached frame embeddings (the paper)")
     p.add_argument("--train-video", dest="freeze_video", action="store_false",
                    help="fine-tune the CLIP tower (the tiny preset's default)")
+    p.add_argument("--augment", action="store_true",
+                   help="jitter frame colour, flip and position per clip (only when the video tower is trained)")
     p.add_argument("--keep-excited", action="store_true", help="leave 'excited' out instead of merging it into happy")
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--cache", default=None, help="CLIP embedding cache directory (default OUT/embedding-cache)")

@@ -65,7 +65,7 @@ class TensorRTRunner:
             self.context.set_tensor_address(n, self.device_ptrs[n])
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        with self.lock:
+        with self.lock, self.cuda.active():
             for n in self.inputs:
                 x = np.ascontiguousarray(feeds[n], dtype=self.dtypes[n])
                 limit = self.max_shapes[n]

@@ -143,3 +143,19 @@ def collate(clips: list[Clip], config: FoalConfig) -> dict[str, torch.Tensor]:
         batch["frames"] = torch.from_numpy(frames)
     batch["video_mask"] = torch.from_numpy(mask)
     return batch
+
+
+def augment_frames(frames: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Per-clip appearance jitter for a TRAINED video tower, so that it learns expressions
+    rather than speakers' colours and positions: channel gain and offset, a horizontal
+    flip, and a shift of up to 1/8 of the image. frames: [B, T, 3, S, S], normalised."""
+    B, _, C, S, _ = frames.shape
+    gain = 1 + 0.3 * (2 * torch.rand(B, 1, C, 1, 1, generator=generator) - 1)
+    offset = 0.3 * (2 * torch.rand(B, 1, C, 1, 1, generator=generator) - 1)
+    out = frames * gain + offset
+    flip = torch.rand(B, generator=generator) < 0.5
+    out[flip] = out[flip].flip(-1)
+    shifts = torch.randint(-S // 8, S // 8 + 1, (B, 2), generator=generator)
+    for b in range(B):
+        out[b] = out[b].roll((int(shifts[b, 0]), int(shifts[b, 1])), dims=(-2, -1))
+    return out
