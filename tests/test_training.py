@@ -72,7 +72,7 @@ def test_wa_ua_by_hand():
 def small_corpus(tmp_path_factory):
     from training.synthetic import make_corpus
 
-    return make_corpus(tmp_path_factory.mktemp("corpus"), sessions=2, dialogs_per_session=1, turns_per_dialog=10)
+    return make_corpus(tmp_path_factory.mktemp("corpus"), sessions=2, dialogs_per_session=1, turns_per_dialog=16)
 
 
 def train(args):
@@ -83,10 +83,10 @@ def train(args):
 
 def test_short_training_lowers_the_loss_and_writes_a_checkpoint(small_corpus, tmp_path):
     summary = train(["--data", "synthetic", "--root", str(small_corpus), "--preset", "tiny", "--folds", "1",
-                     "--epochs", "4", "--batch-size", "8", "--lr", "2e-3", "--out", str(tmp_path)])
+                     "--epochs", "6", "--batch-size", "8", "--lr", "2e-3", "--out", str(tmp_path)])
     metrics = json.loads((tmp_path / "fold1" / "metrics.json").read_text())
-    losses = [h["loss"] for h in metrics["history"]]
-    assert losses[-1] < losses[0]
+    ce = [h["ce"] for h in metrics["history"]]  # the emotion loss; AVEL's scale varies with each batch's labels
+    assert np.mean(ce[-2:]) < np.mean(ce[:2]), ce
     assert {"fused", "audio", "video", "ccc"} <= set(metrics["test"]) and metrics["trained_parts"]["clip_tower"]
     assert (tmp_path / "fold1" / "model.safetensors").is_file() and (tmp_path / "fold1" / "confusion.png").is_file()
     assert set(summary["mean"]) == {"fused", "audio", "video"}

@@ -81,10 +81,16 @@ def parse_evaluation(path: Path) -> list[tuple[float, float, str, str, tuple[flo
     return turns
 
 
-def read_iemocap(root, sessions=(1, 2, 3, 4, 5), merge_excited: bool = True) -> Corpus:
+def read_iemocap(root, sessions=None, merge_excited: bool = True) -> Corpus:
+    """Read `sessions` (default: every SessionN directory under root; IEMOCAP has 1-5)."""
     root = Path(root)
     if not root.is_dir():
         raise IemocapFormatError(f"{root}: no such directory (expected IEMOCAP_full_release)")
+    if sessions is None:
+        sessions = sorted(int(d.name[len("Session"):]) for d in root.glob("Session*")
+                          if d.is_dir() and d.name[len("Session"):].isdigit())
+        if not sessions:
+            raise IemocapFormatError(f"{root}: no Session1..Session5 directories; is this IEMOCAP_full_release?")
     corpus = Corpus([])
     for session in sessions:
         sdir = root / f"Session{session}"
