@@ -216,6 +216,11 @@ def run(args) -> dict:
     else:
         checkpoint = Path(args.checkpoint)
         model = FoalNet.load(checkpoint).eval()
+    # Fold WavLM's weight-norm parametrization, as export does: the same arithmetic without
+    # re-deriving the positional conv kernel on every call (and FlopCounterMode needs it).
+    from export.onnx_export import remove_weight_norm
+
+    remove_weight_norm(model)
     cfg = model.config
     bundles = build_bundles(args, checkpoint)
     if args.bundle:
@@ -276,7 +281,8 @@ def run(args) -> dict:
     flops_per = {"audio": flops["audio"], "fusion": flops["fusion"]}
     for k in args.frames:
         flops_per[f"video[{k}]"] = flops["video"] / k0 * k
-    flops_per["end_to_end"] = flops["audio"] + flops["video"] / k0 * cfg.frames_per_clip + flops["fusion"]
+    used = min(len(e2e_frames), cfg.frames_per_clip)  # frames the end-to-end call actually encodes
+    flops_per["end_to_end"] = flops["audio"] + flops["video"] / k0 * used + flops["fusion"]
 
     times = {(b, s): [] for b in backends for s, _, _ in stages}
     outputs = {}
