@@ -277,3 +277,16 @@ def test_predict_files_errors(predictor, tmp_path):
     (tmp_path / "junk.mp4").write_bytes(b"not video at all")
     with pytest.raises(MediaError):
         predictor.predict_files(video_path=tmp_path / "junk.mp4")
+
+
+def test_soak_short(tiny_bundle):
+    """The CI-sized soak: RSS flat after warm-up, threads agree with serial, stream bounded."""
+    from benchmarks.soak import run
+
+    report = run(tiny_bundle[1], predictions=400, threads=8, per_thread=25, stream_minutes=0.5,
+                 backend="onnxruntime-cpu")
+    assert report["predictions"]["growth_percent"] < 2.0, report["predictions"]["samples"]
+    assert report["concurrency"]["mismatches"] == 0 and not report["concurrency"]["errors"]
+    stream = report["stream"]
+    assert stream["predictions"] >= 25 and stream["max_audio_buffered_s"] <= 3.0
+    assert stream["max_frames_buffered"] <= 3.0 * 15 + 1
