@@ -75,8 +75,10 @@ class StreamingPredictor:
     def _fuse_window(self) -> Prediction:
         self._drop_old(self._clock)
         embeddings = None
-        if self._frames:
-            stack = np.stack([e for _, e in self._frames])
+        # Frames inside the audio window; frames that arrived ahead of the audio wait for it.
+        current = [e for t, e in self._frames if t <= self._clock]
+        if current:
+            stack = np.stack(current)
             embeddings = stack[preprocess.sample_frame_indices(len(stack), self.predictor.frames_per_clip)]
         hidden = self.predictor.encode_audio(self._audio)
         raw = self.predictor.fuse([hidden], [embeddings])[0]

@@ -289,4 +289,5 @@ def test_soak_short(tiny_bundle):
     assert report["concurrency"]["mismatches"] == 0 and not report["concurrency"]["errors"]
     stream = report["stream"]
     assert stream["predictions"] >= 25 and stream["max_audio_buffered_s"] <= 3.0
-    assert stream["max_frames_buffered"] <= 3.0 * 15 + 1
+    # the window, plus the frames that arrive ahead of the next audio chunk (0.5 s at 15 fps)
+    assert stream["max_frames_buffered"] <= (3.0 + 0.5) * 15 + 1
