@@ -8,7 +8,6 @@ image size with antialiased bicubic interpolation (PIL's filter), centre crop, s
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 from functools import lru_cache
 
@@ -119,4 +118,4 @@ def min_samples(kernels, strides) -> int:
 
 
 __all__ = ["resize_bicubic", "resize_and_crop", "normalize_frames", "sample_frame_indices",
-           "resample", "pcm_to_float", "wavlm_frames", "min_samples", "math"]
+           "resample", "pcm_to_float", "wavlm_frames", "min_samples"]

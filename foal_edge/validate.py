@@ -25,12 +25,9 @@ def check_audio(audio, sample_rate, min_samples: int) -> np.ndarray:
         audio = np.asarray(audio)
     except Exception as exc:
         raise InvalidInputError(f"audio must be a numpy array of samples ({exc})") from None
-    if audio.dtype.kind not in "fiu":
-        raise InvalidInputError(f"audio dtype {audio.dtype} is not audio: pass float32/float64 in [-1, 1] "
+    if audio.dtype not in (np.float32, np.float64, np.int16, np.int32):
+        raise InvalidInputError(f"audio dtype {audio.dtype} is not supported: pass float32/float64 in [-1, 1] "
                                 "or int16/int32 PCM")
-    if audio.dtype.kind == "u" or audio.dtype not in (np.float32, np.float64, np.int16, np.int32):
-        raise InvalidInputError(f"audio dtype {audio.dtype} is not supported: convert to float32 in [-1, 1] "
-                                "(or pass int16/int32 PCM)")
     if audio.ndim == 2 and 1 in audio.shape:
         audio = audio.reshape(-1)
     if audio.ndim != 1:
