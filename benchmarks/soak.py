@@ -48,6 +48,8 @@ def soak_predictions(predictor, n: int, sample_every: int = 100) -> dict:
         predictor.predict(audio=audio, sample_rate=16000, frames=frames)
         if (i + 1) % sample_every == 0 or i + 1 == warmup:
             samples.append({"predictions": i + 1, "rss_mb": rss_mb(), "seconds": time.perf_counter() - start})
+            if (i + 1) % (10 * sample_every) == 0:
+                print(f"  {i + 1}/{n} predictions, RSS {samples[-1]['rss_mb']:.1f} MB", file=sys.stderr, flush=True)
     after_warmup = next(s["rss_mb"] for s in samples if s["predictions"] >= warmup)
     final = samples[-1]["rss_mb"]
     return {"predictions": n, "warmup": warmup, "rss_after_warmup_mb": after_warmup, "rss_final_mb": final,

@@ -78,7 +78,8 @@ def read_video(path, indices=None) -> tuple[np.ndarray | dict[int, np.ndarray], 
 
 
 def read_video_audio(path) -> tuple[np.ndarray, int]:
-    """The first audio track of a video file, mixed to mono float32."""
+    """The first audio track of a video file, mixed to mono float32 (the mean of its channels,
+    as `predict_files` mixes a stereo audio file)."""
     av = _require("av")
     path = _existing(path)
     try:
@@ -86,13 +87,14 @@ def read_video_audio(path) -> tuple[np.ndarray, int]:
             if not container.streams.audio:
                 raise MediaError(f"{path}: the video has no audio track; pass audio separately")
             stream = container.streams.audio[0]
-            chunks = [f.to_ndarray() for f in container.decode(stream)]
+            # Planar float whatever the codec writes: packed (interleaved) formats such as
+            # PCM s16 would otherwise come out as one row of interleaved samples.
+            planar = av.AudioResampler(format="fltp")
+            chunks = [f.to_ndarray() for frame in container.decode(stream) for f in planar.resample(frame)]
+            chunks += [f.to_ndarray() for f in planar.resample(None)]
             rate = stream.rate
     except av.error.FFmpegError as exc:
         raise MediaError(f"{path}: cannot decode the audio track ({exc})") from exc
     if not chunks:
         raise MediaError(f"{path}: the audio track is empty")
-    audio = np.concatenate([c if c.ndim == 2 else c[None] for c in chunks], axis=1).astype(np.float32)
-    if np.issubdtype(chunks[0].dtype, np.integer):
-        audio /= float(np.iinfo(chunks[0].dtype).max) + 1.0
-    return audio.mean(axis=0), int(rate)
+    return np.concatenate(chunks, axis=1).mean(axis=0, dtype=np.float32), int(rate)

@@ -169,3 +169,53 @@ def test_damaged_bundles_are_refused(tiny_bundle, tmp_path):
         Predictor(bundle)
     with pytest.raises(BundleError, match="no such bundle"):
         Predictor(tmp_path / "nowhere")
+
+
+def _write_video(path, codec, sample_format, left, right, rate=16000, fps=10, frames=20):
+    """A small video with a stereo audio track, written with PyAV."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("mpeg4", rate=fps)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = out.add_stream(codec, rate=rate, layout="stereo")
+        audio.format = sample_format
+        for i in range(frames):
+            image = np.zeros((48, 64, 3), np.uint8)
+            image[:, : 3 * i + 1] = (200, 120, 40)
+            out.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(video.encode())
+        for start in range(0, len(left), 1024):
+            pair = np.stack([left[start:start + 1024], right[start:start + 1024]])
+            data = (pair.T.reshape(1, -1) * 32767).astype(np.int16) if sample_format == "s16" else pair
+            frame = av.AudioFrame.from_ndarray(data, format=sample_format, layout="stereo")
+            frame.sample_rate, frame.pts = rate, start
+            out.mux(audio.encode(frame))
+        out.mux(audio.encode())
+
+
+@pytest.mark.parametrize("codec,sample_format", [("pcm_s16le", "s16"), ("aac", "fltp")])
+def test_a_videos_stereo_track_is_mixed_to_mono(predictor, tmp_path, codec, sample_format):
+    """Packed (interleaved) PCM and planar AAC tracks both come back as one mono channel of
+    the right length, and predict_files equals predict on the same decoded data."""
+    from foal_edge import media
+
+    t = np.arange(32000) / 16000
+    left = (0.5 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    right = (0.25 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+    path = tmp_path / ("clip.avi" if codec.startswith("pcm") else "clip.mp4")
+    _write_video(path, codec, sample_format, left, right)
+
+    audio, rate = media.read_video_audio(path)
+    mono = (left + right) / 2
+    assert rate == 16000 and audio.ndim == 1 and audio.dtype == np.float32
+    if codec.startswith("pcm"):  # lossless: sample for sample
+        assert audio.shape == mono.shape and np.abs(audio - mono).max() < 1e-4
+    else:  # AAC pads the last packet; the signal itself lines up
+        assert 32000 <= audio.size <= 32000 + 2048
+        assert np.corrcoef(audio[2048:30000], mono[2048:30000])[0, 1] > 0.999
+
+    frames, fps = media.read_video(path)
+    got = predictor.predict_files(video_path=path)
+    want = predictor.predict(audio=audio, sample_rate=rate, frames=frames, fps=fps)
+    assert got.modalities == ("audio", "video") and got.probabilities == want.probabilities
