@@ -9,6 +9,7 @@ Three phases on one Predictor:
 2. `--threads` threads x `--per-thread` predictions, compared with serial results.
 3. `--stream-minutes` of simulated camera (15 fps) and microphone (0.5 s chunks) through
    StreamingPredictor, pushed as fast as it runs; RSS and buffer sizes over time.
+A phase given 0 (`--predictions 0`, `--threads 0`, `--stream-minutes 0`) is skipped.
 """
 
 from __future__ import annotations
@@ -111,10 +112,14 @@ def run(bundle, predictions: int, threads: int, per_thread: int, stream_minutes:
     from foal_edge import Predictor
 
     predictor = Predictor(bundle, backend=backend)
-    return {"bundle": str(bundle), "backend": predictor.backend,
-            "predictions": soak_predictions(predictor, predictions),
-            "concurrency": concurrency(predictor, threads, per_thread),
-            "stream": soak_stream(predictor, stream_minutes)}
+    report = {"bundle": str(bundle), "backend": predictor.backend}
+    if predictions > 0:
+        report["predictions"] = soak_predictions(predictor, predictions)
+    if threads > 0 and per_thread > 0:
+        report["concurrency"] = concurrency(predictor, threads, per_thread)
+    if stream_minutes > 0:
+        report["stream"] = soak_stream(predictor, stream_minutes)
+    return report
 
 
 def main(argv=None) -> dict:
@@ -130,13 +135,19 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     report = run(args.bundle, args.predictions, args.threads, args.per_thread, args.stream_minutes, args.backend)
     report["command"] = "python -m benchmarks.soak " + " ".join(sys.argv[1:] if argv is None else argv)
-    pr, cc, st = report["predictions"], report["concurrency"], report["stream"]
-    print(f"{pr['predictions']} predictions ({pr['per_second']:.1f}/s): RSS {pr['rss_after_warmup_mb']:.1f} MB after "
-          f"warm-up -> {pr['rss_final_mb']:.1f} MB ({pr['growth_percent']:+.2f}%)")
-    print(f"{cc['threads']} threads x {cc['per_thread']}: {cc['mismatches']} mismatches with serial, "
-          f"{len(cc['errors'])} errors, {cc['seconds']:.1f} s")
-    print(f"stream of {st['minutes']:g} min: {st['predictions']} predictions, at most {st['max_frames_buffered']} "
-          f"frames and {st['max_audio_buffered_s']:.1f} s audio buffered, RSS {st['rss_growth_percent']:+.2f}%")
+    if "predictions" in report:
+        pr = report["predictions"]
+        print(f"{pr['predictions']} predictions ({pr['per_second']:.1f}/s): RSS {pr['rss_after_warmup_mb']:.1f} MB "
+              f"after warm-up -> {pr['rss_final_mb']:.1f} MB ({pr['growth_percent']:+.2f}%)")
+    if "concurrency" in report:
+        cc = report["concurrency"]
+        print(f"{cc['threads']} threads x {cc['per_thread']}: {cc['mismatches']} mismatches with serial, "
+              f"{len(cc['errors'])} errors, {cc['seconds']:.1f} s")
+    if "stream" in report:
+        st = report["stream"]
+        print(f"stream of {st['minutes']:g} min ({st['wall_seconds']:.0f} s wall): {st['predictions']} predictions, "
+              f"at most {st['max_frames_buffered']} frames and {st['max_audio_buffered_s']:.1f} s audio buffered, "
+              f"RSS {st['rss_growth_percent']:+.2f}%")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2))

@@ -75,12 +75,17 @@ def export_onnx(module: torch.nn.Module, example: tuple, spec: GraphSpec, path: 
             program.optimize()
             model = program.model_proto
         elif exporter == "legacy":
-            # nn.MultiheadAttention's inference fast path (open_clip) has no ONNX symbolic.
+            # nn.MultiheadAttention's inference fast path (open_clip) has no ONNX symbolic;
+            # the switch is process-wide, so it is put back afterwards.
+            fastpath = torch.backends.mha.get_fastpath_enabled()
             torch.backends.mha.set_fastpath_enabled(False)
             buffer = io.BytesIO()
-            torch.onnx.export(module, example, buffer, input_names=list(spec.inputs),
-                              output_names=list(spec.outputs), dynamic_axes=spec.dynamic,
-                              opset_version=opset, dynamo=False, do_constant_folding=True)
+            try:
+                torch.onnx.export(module, example, buffer, input_names=list(spec.inputs),
+                                  output_names=list(spec.outputs), dynamic_axes=spec.dynamic,
+                                  opset_version=opset, dynamo=False, do_constant_folding=True)
+            finally:
+                torch.backends.mha.set_fastpath_enabled(fastpath)
             model = onnx.load_from_string(buffer.getvalue())
         else:
             raise ValueError(f"exporter must be 'dynamo' or 'legacy', not {exporter!r}")

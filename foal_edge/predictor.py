@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from . import preprocess
 from .errors import BackendUnavailableError, InvalidInputError
 from .manifest import GRAPHS, load_manifest
+from .validate import check_audio, check_frames, check_integer, check_path
 
 LONG_AUDIO_POLICIES = ("head", "tail", "error")
 
@@ -59,14 +59,18 @@ class Predictor:
                  long_audio: str = "head", frames_per_clip: int | None = None, verify: bool = True):
         if long_audio not in LONG_AUDIO_POLICIES:
             raise InvalidInputError(f"long_audio must be one of {LONG_AUDIO_POLICIES}, not {long_audio!r}")
-        self.bundle = Path(bundle)
+        device = check_integer("device", device, 0, "a GPU index (0, 1, ...)")
+        if threads is not None:
+            threads = check_integer("threads", threads, 1, "a positive number of threads or None (one per core)")
+        # Frames per clip is the main speed/accuracy knob; the bundle's value unless overridden.
+        if frames_per_clip is not None:
+            frames_per_clip = check_integer("frames_per_clip", frames_per_clip, 1, "a positive integer")
+        if not isinstance(verify, bool):
+            raise InvalidInputError(f"verify must be True or False, not {verify!r}")
+        self.bundle = check_path("bundle", bundle)
         self.manifest = m = load_manifest(self.bundle, verify=verify)
         self.long_audio = long_audio
         self.labels = list(m.labels)
-        # Frames per clip is the main speed/accuracy knob; the bundle's value unless overridden.
-        if frames_per_clip is not None and (isinstance(frames_per_clip, bool) or not isinstance(frames_per_clip, int)
-                                            or frames_per_clip < 1):
-            raise InvalidInputError(f"frames_per_clip must be a positive integer, not {frames_per_clip!r}")
         self.frames_per_clip = frames_per_clip or m.frames_per_clip
         self.window_samples = int(round(m.audio_seconds * m.sample_rate))
         self.min_samples = preprocess.min_samples(m.wavlm_conv_kernel, m.wavlm_conv_stride)
@@ -109,7 +113,6 @@ class Predictor:
     def prepare_audio(self, audio, sample_rate) -> tuple[np.ndarray, list[str]]:
         """Validate, convert to float32 mono at the bundle's rate, apply the window policy.
         Long audio is cut before resampling, so an hour of 48 kHz audio costs one window."""
-        from .validate import check_audio
 
         audio = check_audio(audio, sample_rate, self.min_samples)
         notes = []
@@ -135,7 +138,6 @@ class Predictor:
     def prepare_frames(self, frames, fps=None, audio_seconds=None) -> tuple[np.ndarray, list[str]]:
         """Validate, sample to frames-per-clip (over the audio's span when fps is given),
         resize/crop/normalise exactly as CLIP: float32 [K, 3, S, S]."""
-        from .validate import check_frames
 
         frames, notes = check_frames(frames, fps), []
         if fps is not None and audio_seconds is not None and self.long_audio != "error":
@@ -244,6 +246,8 @@ class Predictor:
 
         if audio_path is None and video_path is None:
             raise InvalidInputError("give audio_path, video_path or both")
+        audio_path = None if audio_path is None else check_path("audio_path", audio_path)
+        video_path = None if video_path is None else check_path("video_path", video_path)
         audio = rate = frames = fps = None
         if audio_path is not None:
             audio, rate = media.read_audio(audio_path)

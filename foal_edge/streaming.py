@@ -17,27 +17,40 @@ import numpy as np
 from . import preprocess
 from .errors import InvalidInputError
 from .predictor import Prediction, Predictor
+from .validate import check_positive
 
 
 class StreamingPredictor:
     def __init__(self, predictor: Predictor, window: float | None = None, hop: float = 1.0, callback=None):
+        if not isinstance(predictor, Predictor):
+            raise InvalidInputError(f"StreamingPredictor wraps a foal_edge.Predictor, not {type(predictor).__name__}")
+        if callback is not None and not callable(callback):
+            raise InvalidInputError(f"callback must be callable (it receives each Prediction), not {callback!r}")
         m = predictor.manifest
         self.predictor = predictor
-        self.window = float(window or m.audio_seconds)
-        if not 0 < hop <= self.window:
-            raise InvalidInputError(f"hop must be in (0, window={self.window}] seconds, not {hop!r}")
+        self.window = m.audio_seconds if window is None else check_positive("window", window, "a number of seconds")
+        hop = check_positive("hop", hop, "a number of seconds")
+        if hop > self.window:
+            raise InvalidInputError(f"hop must be in (0, window={self.window:g}] seconds, not {hop!r}")
         if self.window > m.audio_seconds:
             raise InvalidInputError(f"window {self.window} s exceeds the bundle's {m.audio_seconds:g} s audio window")
         self.rate = m.sample_rate
         self.hop_samples = int(round(hop * self.rate))
         self.window_samples = int(round(self.window * self.rate))
         self.callback = callback
-        self._audio = np.zeros(0, np.float32)  # at most one window
-        self._since_hop = 0
-        self._clock = 0.0  # seconds of audio pushed so far
-        self._frames: collections.deque = collections.deque()  # (timestamp, embedding [D_v])
-        self._latest: Prediction | None = None
         self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all audio and frames and start the clock again at 0 (a new session, or a
+        camera whose clock restarted)."""
+        with self._lock:
+            self._audio = np.zeros(0, np.float32)  # at most one window
+            self._since_hop = 0
+            self._clock = 0.0  # seconds of audio pushed so far
+            self._frames: collections.deque = collections.deque()  # (timestamp, embedding [D_v]), in time order
+            self._last_timestamp = -np.inf
+            self._latest: Prediction | None = None
 
     def push_audio(self, chunk, sample_rate: int) -> Prediction | None:
         """Append audio; returns a new prediction when a hop completes (else None)."""
@@ -59,13 +72,25 @@ class StreamingPredictor:
         return result
 
     def push_frame(self, frame, timestamp: float) -> None:
-        """Encode one RGB uint8 frame [H, W, 3] now; `timestamp` in seconds on the audio clock."""
-        if timestamp is None or not np.isfinite(timestamp):
-            raise InvalidInputError("timestamp must be a finite number of seconds on the audio clock")
-        x, _ = self.predictor.prepare_frames(frame)  # one frame in, one frame out
-        embedding = self.predictor.encode_frames(x)[0]
+        """Encode one RGB uint8 frame [H, W, 3] now. `timestamp`: seconds on the audio clock
+        (0 = the first audio sample pushed), not decreasing, at most one window ahead of the
+        audio pushed so far; so the buffer stays bounded whatever the camera does."""
+        if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(timestamp):
+            raise InvalidInputError(f"timestamp must be a finite number of seconds on the audio clock, not {timestamp!r}")
+        timestamp = float(timestamp)
         with self._lock:
-            self._frames.append((float(timestamp), embedding))
+            if timestamp < self._last_timestamp:
+                raise InvalidInputError(f"frame timestamp {timestamp:g} s is before the previous frame's "
+                                        f"{self._last_timestamp:g} s; timestamps must not go backwards "
+                                        "(call reset() when the camera's clock restarts)")
+            if timestamp > self._clock + self.window:
+                raise InvalidInputError(f"frame timestamp {timestamp:g} s is more than the {self.window:g} s window "
+                                        f"ahead of the audio ({self._clock:g} s pushed); give timestamps in seconds "
+                                        "on the audio clock (0 = the first audio sample) and push audio as it arrives")
+            x, _ = self.predictor.prepare_frames(frame)  # one frame in, one frame out
+            self._frames.append((timestamp, self.predictor.encode_frames(x)[0]))
+            self._last_timestamp = timestamp
             self._drop_old(self._clock)
 
     def _drop_old(self, now: float) -> None:

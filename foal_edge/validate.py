@@ -3,12 +3,38 @@ says what was wrong and what to do."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 from . import preprocess
 from .errors import InvalidInputError
 
 MAX_SAMPLE_RATE = 384_000
+
+
+def _is_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+
+
+def check_positive(name: str, value, what: str = "a positive number") -> float:
+    """A finite number > 0 (bools and strings are not numbers here)."""
+    if not _is_number(value) or not np.isfinite(value) or value <= 0:
+        raise InvalidInputError(f"{name} must be {what}, not {value!r}")
+    return float(value)
+
+
+def check_integer(name: str, value, minimum: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InvalidInputError(f"{name} must be {what}, not {value!r}")
+    return int(value)
+
+
+def check_path(name: str, value) -> Path:
+    if not isinstance(value, (str, os.PathLike)):
+        raise InvalidInputError(f"{name} must be a path (str or pathlib.Path), not {type(value).__name__}")
+    return Path(value)
 
 
 def check_audio(audio, sample_rate, min_samples: int) -> np.ndarray:
@@ -46,9 +72,8 @@ def check_audio(audio, sample_rate, min_samples: int) -> np.ndarray:
 
 def check_frames(frames, fps) -> np.ndarray:
     """-> uint8 [N, H, W, 3]."""
-    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float, np.integer, np.floating))
-                            or not np.isfinite(fps) or fps <= 0):
-        raise InvalidInputError(f"fps must be a positive number of frames per second, not {fps!r}")
+    if fps is not None:
+        check_positive("fps", fps, "a positive number of frames per second")
     if isinstance(frames, (list, tuple)):
         if not frames:
             raise InvalidInputError("frames is an empty list; pass at least one RGB frame (or frames=None)")
@@ -60,7 +85,8 @@ def check_frames(frames, fps) -> np.ndarray:
     frames = np.asarray(frames)
     if frames.dtype != np.uint8:
         raise InvalidInputError(f"frames must be uint8 RGB, got {frames.dtype}; convert floats in [0, 1] with "
-                                "(frames * 255).round().astype(np.uint8)")
+                                "(frames * 255).round().astype(np.uint8), values in [0, 255] with "
+                                "frames.clip(0, 255).round().astype(np.uint8)")
     if frames.ndim == 3:
         frames = frames[None]
     if frames.ndim != 4 or frames.shape[-1] != 3:

@@ -2,7 +2,6 @@
 Skipped cleanly where TensorRT, a CUDA binding or a GPU is missing (the CPU tier covers
 everything else, and tests/test_tensorrt_names.py checks the TensorRT API statically)."""
 
-import numpy as np
 import pytest
 
 from foal_edge import Predictor

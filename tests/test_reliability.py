@@ -239,13 +239,29 @@ def test_engine_for_another_tensorrt_version_or_gpu():
     check_engine("a.engine", "10.3.0", "8.7", "10.3.0", "8.7", rebuild)  # a match passes
 
 
-def test_unknown_backend_and_policy(tiny_bundle):
-    with pytest.raises(InvalidInputError, match="unknown backend"):
-        Predictor(tiny_bundle[1], backend="cuda-magic")
-    with pytest.raises(InvalidInputError, match="long_audio"):
-        Predictor(tiny_bundle[1], long_audio="middle")
-    with pytest.raises(InvalidInputError, match="frames_per_clip"):
-        Predictor(tiny_bundle[1], frames_per_clip=0)
+BAD_CONSTRUCTOR_ARGUMENTS = [
+    (dict(backend="cuda-magic"), "unknown backend"),
+    (dict(long_audio="middle"), "long_audio"),
+    (dict(frames_per_clip=0), "frames_per_clip"),
+    (dict(frames_per_clip=2.5), "frames_per_clip"),
+    (dict(threads=0), "threads"),
+    (dict(threads="two"), "threads"),
+    (dict(device=-1), "device"),
+    (dict(device="cuda:0"), "device"),
+    (dict(verify="no"), "verify"),
+]
+
+
+@pytest.mark.parametrize("kwargs,text", BAD_CONSTRUCTOR_ARGUMENTS, ids=[str(k) for k, _ in BAD_CONSTRUCTOR_ARGUMENTS])
+def test_bad_predictor_arguments(tiny_bundle, kwargs, text):
+    with pytest.raises(InvalidInputError, match=text):
+        Predictor(tiny_bundle[1], **kwargs)
+
+
+@pytest.mark.parametrize("bundle", [None, 123, b"build/foal-demo"])
+def test_bundle_that_is_not_a_path(bundle):
+    with pytest.raises(InvalidInputError, match="bundle must be a path"):
+        Predictor(bundle)
 
 
 def test_streaming_rejects_bad_arguments(predictor):
@@ -253,11 +269,38 @@ def test_streaming_rejects_bad_arguments(predictor):
         StreamingPredictor(predictor, hop=0)
     with pytest.raises(InvalidInputError, match="exceeds"):
         StreamingPredictor(predictor, window=60)
+    with pytest.raises(InvalidInputError, match="window"):
+        StreamingPredictor(predictor, window=float("nan"))
+    with pytest.raises(InvalidInputError, match="wraps a foal_edge.Predictor"):
+        StreamingPredictor("build/foal-demo")
+    with pytest.raises(InvalidInputError, match="callback must be callable"):
+        StreamingPredictor(predictor, callback=5)
     stream = StreamingPredictor(predictor)
-    with pytest.raises(InvalidInputError, match="timestamp"):
-        stream.push_frame(GOOD_FRAMES[0], timestamp=float("nan"))
+    for bad in (float("nan"), None, "0.5", True):
+        with pytest.raises(InvalidInputError, match="timestamp"):
+            stream.push_frame(GOOD_FRAMES[0], timestamp=bad)
     with pytest.raises(InvalidInputError, match="sample_rate"):
         stream.push_audio(GOOD_AUDIO, sample_rate=None)
+    with pytest.raises(InvalidInputError, match="uint8"):
+        stream.push_frame(GOOD_FRAMES[0].astype(np.float32), timestamp=0.0)
+
+
+def test_stream_refuses_timestamps_that_would_grow_its_buffer(predictor):
+    """Wall-clock timestamps (time.time()) would sit ahead of the audio for ever and never be
+    dropped; a clock that jumps back would break the time order. Both are refused, with the
+    fix in the message, and the buffer stays as it was."""
+    stream = StreamingPredictor(predictor, hop=0.5)
+    stream.push_audio(GOOD_AUDIO, 16000)
+    stream.push_frame(GOOD_FRAMES[0], timestamp=0.9)
+    with pytest.raises(InvalidInputError, match="ahead of the audio.*audio clock"):
+        stream.push_frame(GOOD_FRAMES[0], timestamp=1.7e9)
+    with pytest.raises(InvalidInputError, match="go backwards.*reset"):
+        stream.push_frame(GOOD_FRAMES[1], timestamp=0.2)
+    assert stream.buffered_frames == 1
+    stream.reset()
+    assert stream.buffered_frames == 0 and stream.buffered_seconds == 0 and stream.latest() is None
+    stream.push_frame(GOOD_FRAMES[1], timestamp=0.2)  # a fresh clock
+    assert stream.push_audio(GOOD_AUDIO, 16000).modalities == ("audio", "video")
 
 
 def test_predict_batch_rejects_bad_clips(predictor):
@@ -271,6 +314,8 @@ def test_predict_files_errors(predictor, tmp_path):
 
     with pytest.raises(MediaError, match="no such file"):
         predictor.predict_files(audio_path=tmp_path / "none.wav")
+    with pytest.raises(InvalidInputError, match="audio_path must be a path"):
+        predictor.predict_files(audio_path=5)
     (tmp_path / "junk.wav").write_bytes(b"not audio at all")
     with pytest.raises(MediaError, match="cannot decode"):
         predictor.predict_files(audio_path=tmp_path / "junk.wav")

@@ -120,7 +120,6 @@ def test_corrupt_training_state_is_a_clear_error(small_corpus, tmp_path):
 def test_killed_mid_epoch_resumes_from_the_last_checkpoint(small_corpus, tmp_path):
     """SIGKILL during training, then --resume: the run finishes, and its history equals an
     uninterrupted run's (the checkpoint carries model, optimiser and RNG states)."""
-    import os
     import signal
     import subprocess
     import sys
