@@ -2,10 +2,10 @@
 TensorRT. Imports numpy only; backends are imported when a Predictor opens them."""
 
 from .errors import (BackendUnavailableError, BundleError, FoalEdgeError, IncompatibleEngineError,
-                     InvalidInputError, MediaError)
+                     InferenceError, InvalidInputError, MediaError)
 from .predictor import Prediction, Predictor
 from .streaming import StreamingPredictor
 
 __version__ = "0.1.0"
 __all__ = ["Predictor", "StreamingPredictor", "Prediction", "FoalEdgeError", "InvalidInputError", "BundleError",
-           "IncompatibleEngineError", "BackendUnavailableError", "MediaError"]
+           "IncompatibleEngineError", "BackendUnavailableError", "InferenceError", "MediaError"]

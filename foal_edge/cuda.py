@@ -11,10 +11,10 @@ import ctypes
 
 import numpy as np
 
-from .errors import BackendUnavailableError, FoalEdgeError
+from .errors import BackendUnavailableError, InferenceError
 
 
-class CudaError(FoalEdgeError):
+class CudaError(InferenceError):
     """A CUDA runtime call failed."""
 
 

@@ -24,3 +24,8 @@ class BackendUnavailableError(FoalEdgeError):
 
 class MediaError(FoalEdgeError):
     """An audio or video file that cannot be opened or decoded."""
+
+
+class InferenceError(FoalEdgeError, RuntimeError):
+    """A backend failed while running a graph (out of memory, a driver or CUDA error). The
+    input was valid; the predictor may be used again once the cause is gone."""

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from foal_edge import (BackendUnavailableError, BundleError, FoalEdgeError, IncompatibleEngineError,
-                       InvalidInputError, Prediction, Predictor, StreamingPredictor)
+                       InferenceError, InvalidInputError, Prediction, Predictor, StreamingPredictor)
 from foal_edge.manifest import check_engine
 
 RNG = np.random.default_rng(0)
@@ -301,6 +301,14 @@ def test_stream_refuses_timestamps_that_would_grow_its_buffer(predictor):
     assert stream.buffered_frames == 0 and stream.buffered_seconds == 0 and stream.latest() is None
     stream.push_frame(GOOD_FRAMES[1], timestamp=0.2)  # a fresh clock
     assert stream.push_audio(GOOD_AUDIO, 16000).modalities == ("audio", "video")
+
+
+def test_a_backend_failure_is_an_inference_error_and_the_predictor_goes_on(predictor):
+    """What ONNX Runtime raises while running (here: a feed of the wrong rank, which the
+    Predictor never sends) reaches the caller as InferenceError, and nothing is left broken."""
+    with pytest.raises(InferenceError, match="audio.onnx: ONNX Runtime failed to run the graph"):
+        predictor.runners["audio"].run({"waveform": np.zeros((1, 2, 400), np.float32)})
+    assert isinstance(predictor.predict(audio=GOOD_AUDIO, sample_rate=16000), Prediction)
 
 
 def test_predict_batch_rejects_bad_clips(predictor):

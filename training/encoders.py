@@ -40,6 +40,8 @@ class AudioEncoder(nn.Module):
         if pretrained is not None:
             # The directory's own config decides the architecture; only the fine-tuning
             # knobs are overridden. It must match the preset, which export and the bundle use.
+            # transformers reads model.safetensors, or pytorch_model.bin through
+            # torch.load(weights_only=True) (its default): no arbitrary unpickling either way.
             self.wavlm = WavLMModel.from_pretrained(
                 str(pretrained), apply_spec_augment=False, mask_time_prob=0.0, layerdrop=0.0)
             got = self.wavlm.config

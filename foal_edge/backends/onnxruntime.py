@@ -8,10 +8,11 @@ several threads.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, BundleError
+from ..errors import BackendUnavailableError, BundleError, InferenceError
 
 
 def import_onnxruntime():
@@ -24,13 +25,27 @@ def import_onnxruntime():
 
 
 def physical_cores() -> int:
+    """Distinct (socket, core) pairs in /proc/cpuinfo: hyperthreads only slow GEMMs down."""
     try:
         with open("/proc/cpuinfo") as f:
-            cores = {line for line in f if line.startswith("core id")}
-        sockets = 1
-        return max(1, len(cores) * sockets) if cores else (os.cpu_count() or 1)
+            cores, socket = set(), "0"
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "physical id":
+                    socket = value.strip()
+                elif key.strip() == "core id":
+                    cores.add((socket, value.strip()))
+        return len(cores) or os.cpu_count() or 1
     except OSError:
         return os.cpu_count() or 1
+
+
+def _runtime_errors(ort) -> tuple[type[BaseException], ...]:
+    """ONNX Runtime's own exception classes (Fail, InvalidArgument, RuntimeException, ...)."""
+    state = getattr(getattr(ort, "capi", None), "onnxruntime_pybind11_state", None)
+    found = tuple(v for v in vars(state).values() if isinstance(v, type) and issubclass(v, Exception)) \
+        if state is not None else ()
+    return found or (RuntimeError,)
 
 
 def cuda_available() -> bool:
@@ -66,6 +81,11 @@ class OnnxRuntimeRunner:
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.device = device
+        self.path = Path(path)
+        self._errors = _runtime_errors(ort)
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self.session.run(self.outputs, {n: feeds[n] for n in self.inputs})
+        try:
+            return self.session.run(self.outputs, {n: feeds[n] for n in self.inputs})
+        except self._errors as exc:
+            raise InferenceError(f"{self.path.name}: ONNX Runtime failed to run the graph ({exc})") from exc

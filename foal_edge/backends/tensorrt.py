@@ -9,11 +9,12 @@ between threads. Works with TensorRT 10.x and 11.x (names checked against both i
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 
 from ..cuda import open_cuda
-from ..errors import BackendUnavailableError, IncompatibleEngineError, InvalidInputError
+from ..errors import BackendUnavailableError, IncompatibleEngineError, InferenceError, InvalidInputError
 from ..manifest import check_engine
 
 
@@ -32,6 +33,7 @@ class TensorRTRunner:
                  expect_capability: str | None = None, rebuild_hint: str = ""):
         trt = import_tensorrt()
         self.trt = trt
+        self.path = Path(engine_path)
         self.cuda = open_cuda(device)
         check_engine(engine_path, expect_version, expect_capability, trt.__version__,
                      self.cuda.compute_capability(), rebuild_hint)
@@ -77,7 +79,8 @@ class TensorRTRunner:
                 self.context.set_input_shape(n, x.shape)
                 self.cuda.htod(self.device_ptrs[n], staged, self.stream)
             if not self.context.execute_async_v3(self.stream):
-                raise RuntimeError("TensorRT execute_async_v3 failed")
+                raise InferenceError(f"{self.path.name}: TensorRT execute_async_v3 failed (see the TensorRT log "
+                                     "above); check free GPU memory, or rebuild the engine on this device")
             results = []
             for n in self.outputs:
                 shape = tuple(self.context.get_tensor_shape(n))
