@@ -117,6 +117,43 @@ def test_corrupt_training_state_is_a_clear_error(small_corpus, tmp_path):
         train(common + ["--epochs", "2", "--resume"])
 
 
+def test_training_state_is_one_atomic_file(tmp_path):
+    """Weights, optimiser and the epoch they belong to live in one file renamed into place:
+    a kill after it but before the readable state.json copy cannot pair epoch-2 weights with
+    epoch-1 bookkeeping. Files are readable like the user's other files (not 0600)."""
+    import shutil
+
+    import torch
+
+    from training.model import FoalNet
+    from training.train import load_state, save_state
+
+    def state_after(epoch):
+        torch.manual_seed(epoch)
+        model = FoalNet.from_preset("tiny")
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        return model, optimizer
+
+    generators = {"sampler": torch.Generator().manual_seed(0)}
+    model1, opt1 = state_after(1)
+    save_state(tmp_path, model1, opt1, 1, [{"epoch": 1}], {"epoch": 1}, generators)
+    shutil.copy(tmp_path / "state.json", tmp_path / "epoch1.json")
+    model2, opt2 = state_after(2)
+    save_state(tmp_path, model2, opt2, 2, [{"epoch": 1}, {"epoch": 2}], {"epoch": 2}, generators)
+    shutil.copy(tmp_path / "epoch1.json", tmp_path / "state.json")  # as if killed before its rename
+
+    restored, restored_opt = state_after(3)
+    meta = load_state(tmp_path, restored, restored_opt, generators)
+    assert meta["epoch"] == 2 and len(meta["history"]) == 2
+    for (name, a), b in zip(model2.state_dict().items(), restored.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert not list(tmp_path.glob("*.tmp"))
+    assert (tmp_path / "state.safetensors").stat().st_mode == (tmp_path / "state.json").stat().st_mode
+
+    model2.save(tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "model.safetensors").stat().st_mode == (tmp_path / "ckpt" / "config.json").stat().st_mode
+
+
 def test_killed_mid_epoch_resumes_from_the_last_checkpoint(small_corpus, tmp_path):
     """SIGKILL during training, then --resume: the run finishes, and its history equals an
     uninterrupted run's (the checkpoint carries model, optimiser and RNG states)."""

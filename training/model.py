@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import stat
 from pathlib import Path
 
 import torch
@@ -25,6 +27,24 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+
+
+def write_safetensors(tensors: dict, path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Atomically: a temporary file beside `path`, flushed to disk, then renamed over it, so
+    a kill or a power cut leaves the old file or the new one, never half of one. The file
+    gets the permissions any file the user writes gets (safetensors itself creates 0600)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.touch()
+    mode = stat.S_IMODE(tmp.stat().st_mode)  # what the umask gives
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.chmod(tmp, mode)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    tmp.replace(path)
 
 
 class AlignmentProjection(nn.Module):
@@ -72,16 +92,13 @@ class FoalNet(nn.Module):
 
     def save(self, directory: str | Path) -> None:
         """config.json + model.safetensors, each written atomically."""
-        from safetensors.torch import save_file
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / (CONFIG_FILE + ".tmp")
         tmp.write_text(self.config.to_json())
         tmp.replace(directory / CONFIG_FILE)
-        tmp = directory / (WEIGHTS_FILE + ".tmp")
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(tmp))
-        tmp.replace(directory / WEIGHTS_FILE)
+        write_safetensors({k: v.detach().contiguous() for k, v in self.state_dict().items()},
+                          directory / WEIGHTS_FILE)
 
     @classmethod
     def load(cls, directory: str | Path) -> "FoalNet":

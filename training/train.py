@@ -26,7 +26,7 @@ import torch
 
 from .config import ATTRIBUTE_NAMES, EMOTION_LABELS, preset as get_preset
 from .metrics import ccc_report, classification_report, plot_confusion
-from .model import FoalNet
+from .model import FoalNet, write_safetensors
 
 log = logging.getLogger("training")
 STATE_DIR = "state"
@@ -103,10 +103,13 @@ def evaluate(model, clips, config, batch_size: int, device) -> dict:
 
 
 # -- checkpoints ----------------------------------------------------------------------------
-def save_state(directory: Path, model, optimizer, epoch: int, history: list, best: dict, generators) -> None:
-    """Everything --resume needs, as safetensors + JSON, written atomically."""
-    from safetensors.torch import save_file
+STATE_KEY = "foal.training_state"  # the JSON part of the state, inside the safetensors header
 
+
+def save_state(directory: Path, model, optimizer, epoch: int, history: list, best: dict, generators) -> None:
+    """Everything --resume needs in one safetensors file (tensors, with epoch, history and
+    optimiser settings as JSON in its header), written atomically: one rename, so weights
+    and the epoch they belong to cannot come apart. state.json is a readable copy."""
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt = optimizer.state_dict()
@@ -117,21 +120,21 @@ def save_state(directory: Path, model, optimizer, epoch: int, history: list, bes
     for name, g in generators.items():
         tensors[f"rng.{name}"] = g.get_state()
     meta = {"epoch": epoch, "history": history, "best": best, "param_groups": opt["param_groups"]}
-    tmp = directory / "state.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    tmp.replace(directory / "state.safetensors")
+    write_safetensors(tensors, directory / "state.safetensors", metadata={STATE_KEY: json.dumps(meta)})
     tmp = directory / "state.json.tmp"
     tmp.write_text(json.dumps(meta))
     tmp.replace(directory / "state.json")
 
 
 def load_state(directory: Path, model, optimizer, generators) -> dict:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError, safe_open
 
     try:
-        tensors = load_file(str(directory / "state.safetensors"))
-        meta = json.loads((directory / "state.json").read_text())
+        with safe_open(str(directory / "state.safetensors"), framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        # States written before the header held the JSON part keep it in state.json.
+        meta = json.loads(header[STATE_KEY] if STATE_KEY in header else (directory / "state.json").read_text())
     except (SafetensorError, OSError, json.JSONDecodeError) as exc:
         raise SystemExit(f"{directory}: the training state is corrupt or incomplete ({exc}); "
                          "delete that directory to restart this fold from scratch") from exc
