@@ -37,6 +37,11 @@ class StreamingPredictor:
         self.rate = m.sample_rate
         self.hop_samples = int(round(hop * self.rate))
         self.window_samples = int(round(self.window * self.rate))
+        if self.window_samples < predictor.min_samples:
+            raise InvalidInputError(f"window {self.window:g} s is shorter than one WavLM frame "
+                                    f"({1000 * predictor.min_samples / self.rate:g} ms)")
+        if self.hop_samples < 1:
+            raise InvalidInputError(f"hop {hop:g} s is shorter than one audio sample at {self.rate} Hz")
         self.callback = callback
         self._lock = threading.Lock()
         self.reset()

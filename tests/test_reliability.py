@@ -271,6 +271,10 @@ def test_streaming_rejects_bad_arguments(predictor):
         StreamingPredictor(predictor, window=60)
     with pytest.raises(InvalidInputError, match="window"):
         StreamingPredictor(predictor, window=float("nan"))
+    with pytest.raises(InvalidInputError, match="shorter than one WavLM frame"):
+        StreamingPredictor(predictor, window=0.001, hop=0.001)
+    with pytest.raises(InvalidInputError, match="shorter than one audio sample"):
+        StreamingPredictor(predictor, hop=1e-9)
     with pytest.raises(InvalidInputError, match="wraps a foal_edge.Predictor"):
         StreamingPredictor("build/foal-demo")
     with pytest.raises(InvalidInputError, match="callback must be callable"):
@@ -344,3 +348,33 @@ def test_soak_short(tiny_bundle):
     assert stream["predictions"] >= 25 and stream["max_audio_buffered_s"] <= 3.0
     # the window, plus the frames that arrive ahead of the next audio chunk (0.5 s at 15 fps)
     assert stream["max_frames_buffered"] <= (3.0 + 0.5) * 15 + 1
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(
+    window=st.one_of(st.none(), st.floats(-1, 4), st.sampled_from([float("inf"), 1e-3, 0.025, 0.0])),
+    hop=st.one_of(st.floats(-0.5, 4), st.sampled_from([float("nan"), 1e-9, 1e-5, 0.0])),
+    events=st.lists(st.one_of(
+        st.tuples(st.just("audio"), st.integers(0, 24000), st.sampled_from([8000, 16000, 44100, 0, None])),
+        st.tuples(st.just("frame"), st.one_of(st.floats(-2, 12), st.just(float("nan"))),
+                  st.sampled_from([(48, 64, 3), (48, 64, 4)]))),
+        max_size=12),
+)
+def test_fuzz_stream_errors_are_ours_and_buffers_stay_bounded(predictor, window, hop, events):
+    """Any window, hop and interleaving of audio chunks and frames: each call returns or
+    raises a FoalEdgeError, and the buffers never exceed the window."""
+    try:
+        stream = StreamingPredictor(predictor, window=window, hop=hop)
+    except FoalEdgeError:
+        return
+    for kind, a, b in events:
+        try:
+            if kind == "audio":
+                out = stream.push_audio(0.1 * np.random.default_rng(a).standard_normal(a).astype(np.float32), b)
+                assert out is None or isinstance(out, Prediction)
+            else:
+                stream.push_frame(np.zeros(b, np.uint8), timestamp=a)
+        except FoalEdgeError:
+            pass
+        assert stream.buffered_seconds <= stream.window + 1e-9
+        assert all(t >= stream._clock - stream.window for t, _ in stream._frames)
