@@ -17,7 +17,7 @@ import numpy as np
 from . import preprocess
 from .errors import InvalidInputError
 from .predictor import Prediction, Predictor
-from .validate import check_positive
+from .validate import check_finite, check_positive
 
 
 class StreamingPredictor:
@@ -80,10 +80,7 @@ class StreamingPredictor:
         """Encode one RGB uint8 frame [H, W, 3] now. `timestamp`: seconds on the audio clock
         (0 = the first audio sample pushed), not decreasing, at most one window ahead of the
         audio pushed so far; so the buffer stays bounded whatever the camera does."""
-        if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float, np.integer, np.floating)) \
-                or not np.isfinite(timestamp):
-            raise InvalidInputError(f"timestamp must be a finite number of seconds on the audio clock, not {timestamp!r}")
-        timestamp = float(timestamp)
+        timestamp = check_finite("timestamp", timestamp, "a finite number of seconds on the audio clock")
         with self._lock:
             if timestamp < self._last_timestamp:
                 raise InvalidInputError(f"frame timestamp {timestamp:g} s is before the previous frame's "

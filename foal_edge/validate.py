@@ -18,9 +18,16 @@ def _is_number(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
 
 
+def check_finite(name: str, value, what: str = "a finite number") -> float:
+    """A finite number (bools and strings are not numbers here)."""
+    if not _is_number(value) or not np.isfinite(value):
+        raise InvalidInputError(f"{name} must be {what}, not {value!r}")
+    return float(value)
+
+
 def check_positive(name: str, value, what: str = "a positive number") -> float:
-    """A finite number > 0 (bools and strings are not numbers here)."""
-    if not _is_number(value) or not np.isfinite(value) or value <= 0:
+    """A finite number > 0."""
+    if check_finite(name, value, what) <= 0:
         raise InvalidInputError(f"{name} must be {what}, not {value!r}")
     return float(value)
 

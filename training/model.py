@@ -29,6 +29,13 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
+def write_text(path: Path, text: str) -> None:
+    """Atomically: a temporary file beside `path`, then renamed over it."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def write_safetensors(tensors: dict, path: Path, metadata: dict[str, str] | None = None) -> None:
     """Atomically: a temporary file beside `path`, flushed to disk, then renamed over it, so
     a kill or a power cut leaves the old file or the new one, never half of one. The file
@@ -94,9 +101,7 @@ class FoalNet(nn.Module):
         """config.json + model.safetensors, each written atomically."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / (CONFIG_FILE + ".tmp")
-        tmp.write_text(self.config.to_json())
-        tmp.replace(directory / CONFIG_FILE)
+        write_text(directory / CONFIG_FILE, self.config.to_json())
         write_safetensors({k: v.detach().contiguous() for k, v in self.state_dict().items()},
                           directory / WEIGHTS_FILE)
 

@@ -26,7 +26,7 @@ import torch
 
 from .config import ATTRIBUTE_NAMES, EMOTION_LABELS, preset as get_preset
 from .metrics import ccc_report, classification_report, plot_confusion
-from .model import FoalNet, write_safetensors
+from .model import FoalNet, write_safetensors, write_text
 
 log = logging.getLogger("training")
 STATE_DIR = "state"
@@ -119,11 +119,9 @@ def save_state(directory: Path, model, optimizer, epoch: int, history: list, bes
     tensors["rng.torch"] = torch.get_rng_state()
     for name, g in generators.items():
         tensors[f"rng.{name}"] = g.get_state()
-    meta = {"epoch": epoch, "history": history, "best": best, "param_groups": opt["param_groups"]}
-    write_safetensors(tensors, directory / "state.safetensors", metadata={STATE_KEY: json.dumps(meta)})
-    tmp = directory / "state.json.tmp"
-    tmp.write_text(json.dumps(meta))
-    tmp.replace(directory / "state.json")
+    meta = json.dumps({"epoch": epoch, "history": history, "best": best, "param_groups": opt["param_groups"]})
+    write_safetensors(tensors, directory / "state.safetensors", metadata={STATE_KEY: meta})
+    write_text(directory / "state.json", meta)
 
 
 def load_state(directory: Path, model, optimizer, generators) -> dict:
