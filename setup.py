@@ -13,7 +13,7 @@ Who installs what:
 
 from setuptools import find_packages, setup
 
-RUNTIME = ["numpy>=1.24", "scipy>=1.10"]
+RUNTIME = ["numpy>=1.24", "scipy>=1.10", "Pillow>=9.1"]  # Pillow: CLIP's own frame resize
 MEDIA = ["soundfile>=0.12", "av>=11"]
 TRAIN = [
     # torch/torchvision as the registry serves them (the default builds): the CPU-only torch

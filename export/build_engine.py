@@ -25,6 +25,7 @@ import numpy as np
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "training" / "demo"
 DEMO_OUT = Path("build/foal-demo")
+MAX_ENGINE_FRAME = (720, 1280)  # the largest camera frame the TensorRT preprocess engine takes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +113,11 @@ def profiles_for(name: str, config, manifest_frames: int, max_seconds: float):
     if name == "video":
         return {"frames": Profile((1, 3, size, size), (manifest_frames, 3, size, size),
                                   (4 * manifest_frames, 3, size, size))}
+    if name == "preprocess":  # one clip of landscape camera frames up to 1280x720 (others: the CPU path)
+        h, w = MAX_ENGINE_FRAME
+        return {"frames": Profile((1, 8, 8, 3), (manifest_frames, 480, 640, 3), (manifest_frames, h, w, 3)),
+                "resize_x": Profile((size, 8), (size, 640), (size, w)),
+                "resize_y": Profile((size, 8), (size, 480), (size, h))}
     return {"audio": Profile((1, t_min, d_a), (1, t_opt, d_a), (4, t_max, d_a)),
             "audio_mask": Profile((1, t_min), (1, t_opt), (4, t_max)),
             "video": Profile((1, 1, d_v), (1, manifest_frames, d_v), (4, manifest_frames, d_v)),
@@ -125,7 +131,7 @@ def main(argv=None) -> Path:
     t_start = time.time()
 
     from foal_edge.backends.onnxruntime import OnnxRuntimeRunner
-    from foal_edge.manifest import GRAPHS
+    from foal_edge.manifest import GRAPHS, OPTIONAL_GRAPHS
 
     from . import graphs as graph_defs
     from . import parity
@@ -153,14 +159,15 @@ def main(argv=None) -> Path:
     try:
         specs, modules = graph_defs.specs(model), graph_defs.modules(model)
         fp32 = {}
-        for name in GRAPHS:
+        for name in GRAPHS + OPTIONAL_GRAPHS:
             t = time.time()
             fp32[name] = export_onnx(modules[name], graph_defs.example_inputs(model, name), specs[name],
                                      work / f"{name}.onnx", opset=opset, exporter=args.exporter)
             log_step(f"exported {name} graph to ONNX ({args.exporter}, opset {opset}) in {time.time() - t:.1f}s")
 
-        # The precision variant the bundle ships.
-        final = {}
+        # The precision variant the bundle ships. Frame preprocessing stays FP32 whatever the
+        # precision: its weights must resolve 1/255 (FP16 would move pixels by grey levels).
+        final = {"preprocess": fp32["preprocess"]}
         for name in GRAPHS:
             if precision == "fp32":
                 final[name] = fp32[name]
@@ -193,16 +200,20 @@ def main(argv=None) -> Path:
 
         # Into the bundle: ONNX files, or engines built from them.
         entries = {}
-        for name in GRAPHS:
-            suffix = "" if precision == "fp32" else f".{precision}"
+        for name in GRAPHS + OPTIONAL_GRAPHS:
+            graph_precision = "fp32" if name == "preprocess" or (name == "fusion" and precision == "int8") \
+                else precision
+            suffix = "" if graph_precision == "fp32" else f".{graph_precision}"
             if target == "onnx":
                 dst = out / f"{name}{suffix}.onnx"
                 shutil.copyfile(final[name], dst)
-                entries[name] = graph_info(out, dst, "onnx", precision if name != "fusion" or precision != "int8"
-                                           else "fp32", final[name], opset=opset)
+                entries[name] = graph_info(out, dst, "onnx", graph_precision, final[name], opset=opset)
             else:
-                entries[name] = build_tensorrt(args, config, name, fp32[name], final[name], out, precision)
-            entries[name].parity = {k: _graph_parity(v, name) for k, v in report.items()} or None
+                entries[name] = build_tensorrt(args, config, name, fp32[name], final[name], out, graph_precision)
+            if name in GRAPHS:
+                entries[name].parity = {k: _graph_parity(v, name) for k, v in report.items()} or None
+            else:
+                entries[name].parity = {"vs_cpu_pillow": parity.preprocess_parity(fp32[name], config)}
 
         demo_files = write_demo_clip(out, config)
         write_manifest(out, manifest_for(config, entries, demo_files))
@@ -276,7 +287,12 @@ def print_summary(out: Path, entries, report, precision) -> None:
     for name, e in entries.items():
         size = (out / e.file).stat().st_size
         checks = []
+        if name == "preprocess" and e.parity:
+            checks.append(f"vs the CPU path (Pillow): max {e.parity['vs_cpu_pillow']['max_grey_levels']:.2f} "
+                          "grey levels")
         for key, r in report.items():
+            if name not in r["max_abs_diff"]:
+                continue
             checks.append(f"{key}: max|d| {r['max_abs_diff'][name]:.2e}")
             if name == "fusion":
                 checks.append(f"labels {100 * r['label_agreement']:.1f}% of {r['clips']}")

@@ -76,7 +76,10 @@ def derive_bundle(src: Path, dst: Path, precision: str) -> Path:
     for name, g in manifest.graphs.items():
         source = src / g.file
         target = dst / f"{name}.{precision}.onnx"
-        if precision == "fp16":
+        if name == "preprocess":  # frame preprocessing stays FP32 (see build_engine)
+            target = dst / g.file
+            shutil.copyfile(source, target)
+        elif precision == "fp16":
             convert_file(source, target)
         elif precision == "int8" and name != "fusion":  # the fusion head is tiny: it stays FP32
             quantize_int8(source, target)

@@ -6,6 +6,15 @@ which dimensions are dynamic, and an example input for tracing.
 | audio | waveform float32 [B, samples] (16 kHz; normalised inside) | hidden [B, T_a, D_a] |
 | video | frames float32 [N, 3, S, S] (CLIP-normalised) | embeddings [N, D_v] |
 | fusion | audio [B, T_a, D_a], audio_mask [B, T_a], video [B, T_v, D_v], video_mask [B, T_v] | logits, audio_logits, video_logits [B, C] (+ attributes [B, 3]) |
+
+and a fourth, small one for the GPU: `preprocess` turns camera frames into the video graph's
+input where the graphs run, so the host copies uint8 frames once and never resamples them:
+
+| preprocess | frames uint8 [N, H, W, 3], resize_x [S, W], resize_y [S, H] | pixels float32 [N, 3, S, S] |
+
+resize_x / resize_y are the crop's resampling weights (foal_edge.preprocess.resize_matrices,
+computed once per camera size on the host): two MatMuls, rounding to 8 bits between and after
+the passes as Pillow does, then CLIP's normalisation. Standard ONNX ops only (TensorRT parses it).
 """
 
 from __future__ import annotations
@@ -51,6 +60,21 @@ class FusionGraph(nn.Module):
         return self.fusion(audio, audio_mask, video, video_mask)
 
 
+class PreprocessGraph(nn.Module):
+    def __init__(self, mean, std):
+        super().__init__()
+        # Normalisation folded into one multiply-add: (x / 255 - mean) / std.
+        std = torch.tensor(std, dtype=torch.float32)
+        self.register_buffer("scale", (1.0 / (255.0 * std)).view(1, 3, 1, 1))
+        self.register_buffer("shift", (-torch.tensor(mean, dtype=torch.float32) / std).view(1, 3, 1, 1))
+
+    def forward(self, frames, resize_x, resize_y):
+        x = frames.permute(0, 3, 1, 2).to(torch.float32)  # [N, 3, H, W]
+        x = torch.clamp(torch.floor(torch.matmul(x, resize_x.t()) + 0.5), 0.0, 255.0)  # [N, 3, H, S]
+        x = torch.clamp(torch.floor(torch.matmul(resize_y, x) + 0.5), 0.0, 255.0)  # [N, 3, S, S]
+        return x * self.scale + self.shift
+
+
 def specs(model) -> dict[str, GraphSpec]:
     return {
         "audio": GraphSpec("audio", ("waveform",), ("hidden",),
@@ -59,11 +83,16 @@ def specs(model) -> dict[str, GraphSpec]:
         "fusion": GraphSpec("fusion", ("audio", "audio_mask", "video", "video_mask"), model.fusion.output_names,
                             {"audio": {0: "batch", 1: "audio_frames"}, "audio_mask": {0: "batch", 1: "audio_frames"},
                              "video": {0: "batch", 1: "video_frames"}, "video_mask": {0: "batch", 1: "video_frames"}}),
+        "preprocess": GraphSpec("preprocess", ("frames", "resize_x", "resize_y"), ("pixels",),
+                                {"frames": {0: "frames", 1: "height", 2: "width"}, "resize_x": {1: "width"},
+                                 "resize_y": {1: "height"}}),
     }
 
 
 def modules(model) -> dict[str, nn.Module]:
-    return {"audio": AudioGraph(model).eval(), "video": VideoGraph(model).eval(), "fusion": FusionGraph(model).eval()}
+    cfg = model.config
+    return {"audio": AudioGraph(model).eval(), "video": VideoGraph(model).eval(), "fusion": FusionGraph(model).eval(),
+            "preprocess": PreprocessGraph(cfg.clip_mean, cfg.clip_std).eval()}
 
 
 def example_inputs(model, name: str, batch: int = 2, seconds: float = 2.0, frames: int = 3,
@@ -76,6 +105,13 @@ def example_inputs(model, name: str, batch: int = 2, seconds: float = 2.0, frame
     if name == "video":
         s = cfg.video.image_size
         return (torch.randn(frames * batch + 1, 3, s, s, generator=g),)
+    if name == "preprocess":
+        from foal_edge.preprocess import resize_matrices
+
+        s, (h, w) = cfg.video.image_size, (2 * cfg.video.image_size + 5, 3 * cfg.video.image_size + 7)
+        wx, wy = resize_matrices(h, w, s)
+        return (torch.randint(0, 256, (frames, h, w, 3), dtype=torch.uint8, generator=g),
+                torch.from_numpy(wx), torch.from_numpy(wy))
     t_a = model.audio_encoder.frame_lengths(torch.tensor(int(seconds * cfg.sample_rate))).item()
     audio_mask = torch.ones(batch, t_a)
     video_mask = torch.ones(batch, frames)

@@ -87,3 +87,25 @@ def encoder_cosines(reference: dict, candidate: dict, config, seconds=(1.0, 3.0,
         b = candidate["video"].run({"frames": x})[0]
         out["video"][f"{n} frames"] = min(cosine(u, v) for u, v in zip(a, b))
     return out
+
+
+def preprocess_parity(path, config, sizes=((480, 640), (720, 1280), (1280, 720)), frames: int = 2) -> dict:
+    """The preprocess graph (ONNX Runtime, CPU) against the runtime's CPU path (Pillow) on
+    camera-sized frames: the largest difference, in grey levels."""
+    from foal_edge.backends.onnxruntime import OnnxRuntimeRunner
+    from training.synthetic import make_clip
+
+    runner = OnnxRuntimeRunner(path)
+    size, worst = config.video.image_size, 0.0
+    for h, w in sizes:
+        _, raw, _ = make_clip(7, frames=frames)
+        from PIL import Image
+
+        raw = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BILINEAR)) for f in raw])
+        wx, wy = preprocess.resize_matrices(h, w, size)
+        graph = runner.run({"frames": raw, "resize_x": wx, "resize_y": wy})[0]
+        cpu = preprocess.normalize_frames(preprocess.resize_frames(raw, range(len(raw)), size), config.clip_mean,
+                                          config.clip_std)
+        grey = np.abs(graph - cpu) * np.asarray(config.clip_std, np.float32)[None, :, None, None] * 255
+        worst = max(worst, float(grey.max()))
+    return {"sizes": [list(s) for s in sizes], "max_grey_levels": worst}

@@ -17,6 +17,7 @@ from .errors import BundleError, IncompatibleEngineError
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 GRAPHS = ("audio", "video", "fusion")
+OPTIONAL_GRAPHS = ("preprocess",)  # frame preprocessing where the graphs run (GPU); bundles may lack it
 
 
 @dataclass

@@ -24,15 +24,22 @@ def _existing(path) -> Path:
     return path
 
 
-def read_audio(path) -> tuple[np.ndarray, int]:
-    """-> (samples float32 [S] or [S, C], sample_rate). Channels are kept: mixing is the caller's choice."""
+def read_audio(path, seconds: float | None = None, tail: bool = False) -> tuple[np.ndarray, int, float]:
+    """-> (samples float32 [S] or [S, C], sample_rate, the file's duration in seconds).
+    Channels are kept: mixing is the caller's choice. With `seconds`, only that much is read
+    (the first, or with `tail` the last), so an hour-long file costs one window."""
     sf = _require("soundfile")
     path = _existing(path)
     try:
-        audio, rate = sf.read(str(path), dtype="float32", always_2d=False)
+        with sf.SoundFile(str(path)) as f:
+            rate, total = int(f.samplerate), f.frames
+            count = total if seconds is None else min(total, int(np.ceil(seconds * rate)))
+            if tail and count < total:
+                f.seek(total - count)
+            audio = f.read(count, dtype="float32", always_2d=False)
     except Exception as exc:  # soundfile raises its own LibsndfileError / RuntimeError
         raise MediaError(f"{path}: cannot decode audio ({exc})") from exc
-    return audio, int(rate)
+    return audio, rate, total / rate if rate else 0.0
 
 
 def video_info(path) -> tuple[float, int]:
@@ -50,24 +57,39 @@ def video_info(path) -> tuple[float, int]:
         raise MediaError(f"{path}: cannot read video ({exc})") from exc
 
 
+SEEK_AFTER_SECONDS = 2.0  # wanted frames further in than this are reached by seeking, not decoding
+
+
 def read_video(path, indices=None) -> tuple[np.ndarray | dict[int, np.ndarray], float]:
-    """Decode RGB uint8 frames. With `indices` (frame numbers) only those are kept, as a
-    dict, so a long video never has to fit in memory; without, all frames [N, H, W, 3].
-    Returns (frames, fps)."""
+    """Decode RGB uint8 frames. With `indices` (frame numbers) only those are converted and
+    kept, as a dict, decoding stops after the last one, and a start further in is reached by
+    seeking to the keyframe before it: a long or high-resolution video costs the frames
+    used. Without, all frames [N, H, W, 3]. Returns (frames, fps)."""
     av = _require("av")
     path = _existing(path)
-    wanted = None if indices is None else set(int(i) for i in indices)
-    last = None if wanted is None else (max(wanted) if wanted else -1)
+    wanted = None if indices is None else sorted(set(int(i) for i in indices))
     kept: dict[int, np.ndarray] = {}
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             fps = float(stream.average_rate or stream.guessed_rate or 0)
-            for i, frame in enumerate(container.decode(stream)):
-                if last is not None and i > last:
-                    break
-                if wanted is None or i in wanted:
+            tb = float(stream.time_base or 0)
+            start = float(stream.start_time or 0) * tb
+            seek = bool(wanted) and fps > 0 and tb > 0 and wanted[0] / fps > SEEK_AFTER_SECONDS
+            if seek:
+                container.seek(int((start + (wanted[0] - 0.5) / fps) / tb), stream=stream, backward=True)
+            todo = None if wanted is None else set(wanted)
+            for n, frame in enumerate(container.decode(stream)):
+                # After a seek the frame number comes from the timestamp; from the start, by counting.
+                i = int(round((frame.pts * tb - start) * fps)) if seek and frame.pts is not None else n
+                if todo is None or i in todo:
                     kept[i] = frame.to_ndarray(format="rgb24")
+                    if todo is not None:
+                        todo.discard(i)
+                        if not todo:
+                            break
+                elif todo is not None and i > wanted[-1]:
+                    break
     except (av.error.FFmpegError, IndexError) as exc:
         raise MediaError(f"{path}: cannot decode video ({exc})") from exc
     if wanted is None:
@@ -77,9 +99,10 @@ def read_video(path, indices=None) -> tuple[np.ndarray | dict[int, np.ndarray], 
     return kept, fps
 
 
-def read_video_audio(path) -> tuple[np.ndarray, int]:
+def read_video_audio(path, seconds: float | None = None) -> tuple[np.ndarray, int]:
     """The first audio track of a video file, mixed to mono float32 (the mean of its channels,
-    as `predict_files` mixes a stereo audio file)."""
+    as `predict_files` mixes a stereo audio file). With `seconds`, decoding stops once that
+    much (from the start) is read."""
     av = _require("av")
     path = _existing(path)
     try:
@@ -90,11 +113,20 @@ def read_video_audio(path) -> tuple[np.ndarray, int]:
             # Planar float whatever the codec writes: packed (interleaved) formats such as
             # PCM s16 would otherwise come out as one row of interleaved samples.
             planar = av.AudioResampler(format="fltp")
-            chunks = [f.to_ndarray() for frame in container.decode(stream) for f in planar.resample(frame)]
-            chunks += [f.to_ndarray() for f in planar.resample(None)]
             rate = stream.rate
+            limit = None if seconds is None else int(np.ceil(seconds * rate))
+            chunks, have = [], 0
+            for frame in container.decode(stream):
+                for f in planar.resample(frame):
+                    chunks.append(f.to_ndarray())
+                    have += chunks[-1].shape[1]
+                if limit is not None and have >= limit:
+                    break
+            else:
+                chunks += [f.to_ndarray() for f in planar.resample(None)]
     except av.error.FFmpegError as exc:
         raise MediaError(f"{path}: cannot decode the audio track ({exc})") from exc
     if not chunks:
         raise MediaError(f"{path}: the audio track is empty")
-    return np.concatenate(chunks, axis=1).mean(axis=0, dtype=np.float32), int(rate)
+    audio = np.concatenate(chunks, axis=1).mean(axis=0, dtype=np.float32)
+    return (audio if seconds is None else audio[:limit]), int(rate)

@@ -11,16 +11,17 @@ Imports numpy and, lazily, ONNX Runtime or TensorRT; never torch.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from . import preprocess
-from .errors import BackendUnavailableError, InvalidInputError
+from .errors import BackendUnavailableError, BundleError, InvalidInputError
 from .manifest import GRAPHS, load_manifest
 from .validate import check_audio, check_frames, check_integer, check_path
 
 LONG_AUDIO_POLICIES = ("head", "tail", "error")
+PREPROCESS_MODES = ("auto", "cpu", "graph")
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,14 @@ class Predictor:
         self.min_samples = preprocess.min_samples(m.wavlm_conv_kernel, m.wavlm_conv_stride)
         self.d_audio = int(m.graphs["fusion"].inputs[0].shape[-1])
         self.d_video = int(m.graphs["fusion"].inputs[2].shape[-1])
+        self.threads = threads
         self.backend, self.runners = self._open(backend, device, threads)
+        on_gpu = self.backend in ("onnxruntime-cuda", "tensorrt")
+        if preprocess == "graph" and "preprocess" not in self.runners:
+            raise BundleError(f"{self.bundle} has no preprocess graph (bundles built before it existed): rebuild "
+                              "it with `python -m export.build_engine`, or use preprocess='cpu'")
+        self.preprocess = "graph" if preprocess == "graph" or (
+            preprocess == "auto" and on_gpu and "preprocess" in self.runners) else "cpu"
 
     # -- backends -------------------------------------------------------------------------
     def _open(self, backend: str, device: int, threads):
@@ -135,10 +143,9 @@ class Predictor:
                                     f"({1000 * self.min_samples / rate:.0f} ms) are needed for one WavLM frame")
         return np.ascontiguousarray(audio, dtype=np.float32), notes
 
-    def prepare_frames(self, frames, fps=None, audio_seconds=None) -> tuple[np.ndarray, list[str]]:
-        """Validate, sample to frames-per-clip (over the audio's span when fps is given),
-        resize/crop/normalise exactly as CLIP: float32 [K, 3, S, S]."""
-
+    def select_frames(self, frames, fps=None, audio_seconds=None) -> tuple[np.ndarray, list[str]]:
+        """Validate, keep the frames inside the audio window (when fps is given), sample
+        frames-per-clip of them: uint8 [K, H, W, 3], as the caller gave them."""
         frames, notes = check_frames(frames, fps), []
         if fps is not None and audio_seconds is not None and self.long_audio != "error":
             span = int(np.ceil(min(audio_seconds, self.manifest.audio_seconds) * fps))
@@ -149,9 +156,48 @@ class Predictor:
                 frames = frames[-span:]
                 notes.append(f"frames limited to the audio window's last {span}")
         idx = preprocess.sample_frame_indices(len(frames), self.frames_per_clip)
-        size = self.manifest.image_size
-        crops = np.stack([preprocess.resize_and_crop(frames[i], size) for i in idx])
-        return preprocess.normalize_frames(crops, self.manifest.clip_mean, self.manifest.clip_std), notes
+        return (frames if len(idx) == len(frames) else frames[idx]), notes
+
+    def prepare_frames(self, frames, fps=None, audio_seconds=None) -> tuple[np.ndarray, list[str]]:
+        """Validate, sample to frames-per-clip (over the audio's span when fps is given),
+        resize/crop/normalise exactly as CLIP, on the CPU: float32 [K, 3, S, S]."""
+        frames, notes = self.select_frames(frames, fps, audio_seconds)
+        return self.preprocess_frames(frames), notes
+
+    def preprocess_frames(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 [K, H, W, 3] -> float32 [K, 3, S, S] on the CPU (Pillow, one thread per core)."""
+        crops = preprocess.resize_frames(frames, range(len(frames)), self.manifest.image_size, self.threads)
+        return preprocess.normalize_frames(crops, self.manifest.clip_mean, self.manifest.clip_std)
+
+    def embed_frames(self, frames: np.ndarray) -> tuple[np.ndarray, float, float, list[str]]:
+        """uint8 [K, H, W, 3] -> (embeddings [K, D_v], preprocess ms, encoder ms, notes), with
+        the preprocessing where this predictor does it (see `preprocess`)."""
+        t0 = time.perf_counter()
+        runner = self.runners.get("preprocess") if self.preprocess == "graph" else None
+        if runner is not None and not self._fits(runner, frames.shape):
+            notes = [f"frames of {frames.shape[2]}x{frames.shape[1]} exceed the preprocess engine's profile: "
+                     "preprocessed on the CPU"]
+            runner = None
+        else:
+            notes = []
+        if runner is None:
+            x = self.preprocess_frames(frames)
+            t1 = time.perf_counter()
+            return self.encode_frames(x), 1e3 * (t1 - t0), 1e3 * (time.perf_counter() - t1), notes
+        wx, wy = preprocess.resize_matrices(frames.shape[1], frames.shape[2], self.manifest.image_size)
+        feeds = {"frames": np.ascontiguousarray(frames), "resize_x": wx, "resize_y": wy}
+        if self.backend.startswith("onnxruntime"):
+            # Pixels stay where the graphs run; the video graph reads them there.
+            x = runner.run(feeds, keep_on_device=True)[0]
+        else:
+            x = runner.run(feeds)[0]
+        t1 = time.perf_counter()
+        return self.runners["video"].run({"frames": x})[0], 1e3 * (t1 - t0), 1e3 * (time.perf_counter() - t1), notes
+
+    @staticmethod
+    def _fits(runner, shape) -> bool:
+        limit = getattr(runner, "max_shapes", {}).get("frames")  # TensorRT engines have a profile maximum
+        return limit is None or all(d <= m for d, m in zip(shape, limit))
 
     # -- graphs ---------------------------------------------------------------------------
     def encode_audio(self, audio16k: np.ndarray) -> np.ndarray:
@@ -220,11 +266,11 @@ class Predictor:
                 n += msgs
             if frames is not None:
                 t0 = time.perf_counter()
-                x, msgs = self.prepare_frames(frames, clip.get("fps"), seconds)
-                t1 = time.perf_counter()
-                e = self.encode_frames(x)
-                t["video_preprocess"], t["video"] = 1e3 * (t1 - t0), 1e3 * (time.perf_counter() - t1)
-                n += msgs
+                selected, msgs = self.select_frames(frames, clip.get("fps"), seconds)
+                select_ms = 1e3 * (time.perf_counter() - t0)
+                e, pre_ms, t["video"], more = self.embed_frames(selected)
+                t["video_preprocess"] = select_ms + pre_ms
+                n += msgs + more
             hidden.append(h)
             embeddings.append(e)
             timings.append(t)
@@ -241,28 +287,50 @@ class Predictor:
 
     def predict_files(self, audio_path=None, video_path=None) -> Prediction:
         """Decode files (soundfile for audio, PyAV for video; the video's own audio track
-        when no audio file is given) and predict."""
+        when no audio file is given) and predict. Only what the prediction uses is decoded:
+        the audio window, and the frames sampled from its span of the video (seeking to it),
+        so a long or high-resolution file costs one window."""
         from . import media
 
         if audio_path is None and video_path is None:
             raise InvalidInputError("give audio_path, video_path or both")
         audio_path = None if audio_path is None else check_path("audio_path", audio_path)
         video_path = None if video_path is None else check_path("video_path", video_path)
-        audio = rate = frames = fps = None
+        window = self.manifest.audio_seconds
+        tail = self.long_audio == "tail"
+        audio = rate = frames = None
+        notes = []
         if audio_path is not None:
-            audio, rate = media.read_audio(audio_path)
+            # A little over the window under "error", so that a long file is still refused.
+            limit = window + 1.0 if self.long_audio == "error" else window
+            audio, rate, total = media.read_audio(audio_path, seconds=limit, tail=tail)
             if audio.ndim == 2:
                 audio = audio.mean(axis=1)  # files are often stereo: mixing is what a listener hears
+            if total > window + 1e-9 and self.long_audio != "error":
+                notes.append(f"audio cut from {total:.2f} s to the {window:g} s window "
+                             f"({'last' if tail else 'first'} part kept)")
+        elif video_path is not None:
+            audio, rate = media.read_video_audio(video_path, seconds=None if tail else window)
+            total = len(audio) / rate
         if video_path is not None:
-            frames, fps = media.read_video(video_path)
-            if audio_path is None:
-                audio, rate = media.read_video_audio(video_path)
-        return self.predict(audio=audio, sample_rate=rate, frames=frames, fps=fps)
+            fps, count = media.video_info(video_path)
+            used = min(total, window) if audio is not None else window
+            span = int(np.ceil(used * fps)) if fps > 0 else self.frames_per_clip
+            available = min(span, count) if count else span
+            first = max(count - available, 0) if tail and count else 0
+            indices = first + preprocess.sample_frame_indices(available, self.frames_per_clip)
+            decoded, _ = media.read_video(video_path, indices)
+            if not decoded:
+                raise InvalidInputError(f"{video_path}: no frames could be decoded from the audio window")
+            frames = np.stack([decoded[i] for i in sorted(decoded)])
+        result = self.predict(audio=audio, sample_rate=rate, frames=frames)
+        return replace(result, notes=tuple(notes) + result.notes) if notes else result
 
     def info(self) -> dict:
         m = self.manifest
         return {"bundle": str(self.bundle), "backend": self.backend, "preset": m.preset, "labels": m.labels,
                 "attributes": m.attributes, "audio_seconds": m.audio_seconds, "frames_per_clip": m.frames_per_clip,
+                "preprocess": self.preprocess,
                 "graphs": {n: {"file": g.file, "format": g.format, "precision": g.precision} for n, g in
                            m.graphs.items()}}
 

@@ -2,12 +2,15 @@
 what a model was trained on is exactly what it sees when deployed.
 
 Frames follow CLIP's own transform (open_clip / OpenAI): resize the shorter side to the
-image size with antialiased bicubic interpolation (PIL's filter), centre crop, scale to
-[0, 1], normalise per channel. Audio is resampled with a polyphase filter.
+image size with Pillow's antialiased bicubic filter, centre crop, scale to [0, 1],
+normalise per channel. Audio is resampled with a polyphase filter.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from functools import lru_cache
 
@@ -15,54 +18,121 @@ import numpy as np
 
 
 # -- frames ---------------------------------------------------------------------------------
+# CLIP's transform resizes a PIL image with Image.BICUBIC (antialiased when shrinking), then
+# centre-crops. For every frame a camera makes, the CPU path calls Pillow itself: CLIP's own
+# arithmetic, not a copy of it, and Pillow releases the GIL, so frames are resized on a
+# thread pool. (Pillow's `box` argument, which would resample the crop alone, does not give
+# the same pixels as resize-then-crop: up to 26 grey levels apart on tall frames, measured.)
+# Only a frame of extreme aspect ratio, whose full resize would be large (an 8x8192 strip
+# becomes 224x229376), takes the matrix path below, which computes just the crop.
+
+PILLOW_MAX_PIXELS = 16 * 224 * 224  # resized frames up to 16:1 go through Pillow (<= 3.2 MB)
+
+
+def crop_box(height: int, width: int, size: int) -> tuple[int, int, int, int]:
+    """CLIP's resize (shorter side to `size`, torchvision's integer rounding) and centre crop:
+    -> (resized height, resized width, crop top, crop left); the crop is size x size."""
+    if height <= width:
+        nh, nw = size, max(size, int(size * width / height))
+    else:
+        nh, nw = max(size, int(size * height / width)), size
+    top = int(round((nh - size) / 2.0))
+    left = int(round((nw - size) / 2.0))
+    return nh, nw, top, left
+
+
+def resize_and_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [H, W, 3] -> uint8 [size, size, 3]: shorter side to `size` with Pillow's bicubic
+    filter, then the centre crop, exactly as CLIP's Resize + CenterCrop."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    nh, nw, top, left = crop_box(h, w, size)
+    if nh * nw > PILLOW_MAX_PIXELS:
+        return _resize_crop_matrices(image, size)
+    pil = Image.fromarray(np.ascontiguousarray(image), "RGB").resize((nw, nh), Image.Resampling.BICUBIC)
+    return np.asarray(pil)[top:top + size, left:left + size]
+
+
+def _resize_crop_matrices(image: np.ndarray, size: int) -> np.ndarray:
+    """The crop alone, as two matrix products over the source pixels in the filter's reach;
+    rounded to 8 bits between the passes as Pillow does. Within 1 grey level of Pillow."""
+    wx, wy = resize_matrices(image.shape[0], image.shape[1], size)
+    cols, rows = np.flatnonzero(wx.any(0)), np.flatnonzero(wy.any(0))
+    c0, c1, r0, r1 = cols[0], cols[-1] + 1, rows[0], rows[-1] + 1
+    x = image[r0:r1, c0:c1].astype(np.float32)
+    x = np.clip(np.floor(np.einsum("hwc,sw->hsc", x, wx[:, c0:c1]) + 0.5), 0, 255)  # horizontal
+    x = np.clip(np.floor(np.einsum("hsc,th->tsc", x, wy[:, r0:r1]) + 0.5), 0, 255)  # vertical
+    return x.astype(np.uint8)
+
+
+_POOL = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool():
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1),
+                                       thread_name_prefix="foal-edge-resize")
+        return _POOL
+
+
+def resize_frames(frames, indices, size: int, workers: int | None = None) -> np.ndarray:
+    """Resize + crop frames[i] for i in `indices`: uint8 [K, size, size, 3]. Frames are
+    spread over a thread pool (Pillow releases the GIL), `workers` at most (default: all
+    cores; 1 runs inline)."""
+    indices = [int(i) for i in indices]
+    out = np.empty((len(indices), size, size, 3), np.uint8)
+
+    def one(k: int) -> None:
+        out[k] = resize_and_crop(frames[indices[k]], size)
+
+    workers = min(len(indices), workers or os.cpu_count() or 1)
+    if workers <= 1:
+        for k in range(len(indices)):
+            one(k)
+    else:
+        # Chunks of consecutive frames, one per worker: fewer hand-offs than one task a frame.
+        chunks = np.array_split(np.arange(len(indices)), workers)
+        list(_pool().map(lambda ks: [one(int(k)) for k in ks], chunks))
+    return out
+
+
+# The same resampling as two matrix products, for the preprocessing graph (GPU / in-graph
+# path) and extreme frames: rows of the matrices are Pillow's antialiased bicubic weights for
+# the crop only, so they are [size, W] and [size, H] whatever the frame (7 MB at 8192 a side).
+
 def _bicubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
-    # PIL's bicubic kernel (a = -0.5).
+    # Pillow's bicubic kernel (a = -0.5).
     x = np.abs(x)
     return np.where(x < 1, ((a + 2) * x - (a + 3)) * x * x + 1,
                     np.where(x < 2, (((x - 5) * x + 8) * x - 4) * a, 0.0))
 
 
-@lru_cache(maxsize=64)
-def _resample_matrix(in_size: int, out_size: int) -> np.ndarray:
-    """[out, in] weights of PIL's antialiased bicubic resampling along one axis."""
+def _weights(in_size: int, out_size: int, first: int, count: int) -> np.ndarray:
+    """[count, in_size]: output pixels first..first+count of an in_size -> out_size resize,
+    with Pillow's support window (clipped at the borders) and normalisation."""
     scale = in_size / out_size
-    support = 2.0 * max(scale, 1.0)  # the filter widens when shrinking (antialias)
-    fscale = max(scale, 1.0)
-    m = np.zeros((out_size, in_size), dtype=np.float64)
-    for i in range(out_size):
-        centre = (i + 0.5) * scale
-        lo = max(int(centre - support + 0.5), 0)
-        hi = min(int(centre + support + 0.5), in_size)
-        w = _bicubic((np.arange(lo, hi) - centre + 0.5) / fscale)
-        total = w.sum()
-        m[i, lo:hi] = w / total if total != 0 else w
-    return m.astype(np.float32)
+    fscale = max(scale, 1.0)  # the filter widens when shrinking (antialias)
+    support = 2.0 * fscale
+    centre = (np.arange(first, first + count) + 0.5) * scale  # [count]
+    lo = np.maximum((centre - support + 0.5).astype(np.int64), 0)
+    hi = np.minimum((centre + support + 0.5).astype(np.int64), in_size)
+    j = np.arange(in_size)
+    inside = (j[None] >= lo[:, None]) & (j[None] < hi[:, None])
+    w = np.where(inside, _bicubic((j[None] - centre[:, None] + 0.5) / fscale), 0.0)
+    total = w.sum(1, keepdims=True)
+    return (w / np.where(total == 0, 1.0, total)).astype(np.float32)
 
 
-def resize_bicubic(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """uint8 [H, W, C] -> uint8 [height, width, C], horizontal pass first, as PIL does."""
-    h, w = image.shape[:2]
-    x = image.astype(np.float32)
-    if w != width:
-        x = np.matmul(_resample_matrix(w, width)[None], x)  # [H, width, C]: (1,o,w) @ (h,w,c)
-        x = np.clip(np.rint(x), 0, 255)  # PIL rounds to 8 bits between passes
-    if h != height:
-        x = np.tensordot(_resample_matrix(h, height), x, axes=(1, 0))  # [height, W, C]
-        x = np.clip(np.rint(x), 0, 255)
-    return x.astype(np.uint8)
-
-
-def resize_and_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """Shorter side to `size` (bicubic), then a centre crop: uint8 [size, size, C]."""
-    h, w = image.shape[:2]
-    if h <= w:
-        nh, nw = size, max(size, int(size * w / h))
-    else:
-        nh, nw = max(size, int(size * h / w)), size
-    resized = resize_bicubic(image, nh, nw)
-    top = int(round((nh - size) / 2.0))
-    left = int(round((nw - size) / 2.0))
-    return resized[top:top + size, left:left + size]
+@lru_cache(maxsize=8)  # a camera has one size; 8 entries of at most 2 x 7 MB
+def resize_matrices(height: int, width: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(horizontal [size, W], vertical [size, H]) float32 weights of the resize + centre crop,
+    for the preprocessing graph: crop = round(V @ round(frame @ H.T))."""
+    nh, nw, top, left = crop_box(height, width, size)
+    return _weights(width, nw, left, size), _weights(height, nh, top, size)
 
 
 def normalize_frames(frames: np.ndarray, mean, std) -> np.ndarray:
@@ -117,5 +187,5 @@ def min_samples(kernels, strides) -> int:
     return n
 
 
-__all__ = ["resize_bicubic", "resize_and_crop", "normalize_frames", "sample_frame_indices",
+__all__ = ["crop_box", "resize_and_crop", "resize_frames", "resize_matrices", "normalize_frames", "sample_frame_indices",
            "resample", "pcm_to_float", "wavlm_frames", "min_samples"]

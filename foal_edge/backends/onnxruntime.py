@@ -21,6 +21,10 @@ def import_onnxruntime():
     except ImportError as exc:
         raise BackendUnavailableError("ONNX Runtime is not installed: pip install 'foal-edge[cpu]' "
                                       "(or 'foal-edge[gpu]' for CUDA)") from exc
+    # Errors only: ONNX Runtime 1.31 warns "No registered plugin EP device found for
+    # 'CUDAExecutionProvider'" at every CUDA session (it looks for plugin providers first);
+    # the built-in CUDA provider is used all the same. Session creation failures still raise.
+    ort.set_default_logger_severity(3)
     return ort
 
 
@@ -80,12 +84,29 @@ class OnnxRuntimeRunner:
                               "from an incompatible export: rebuild the bundle") from exc
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
-        self.device = device
+        self.device, self.device_id = device, device_id
         self.path = Path(path)
         self._errors = _runtime_errors(ort)
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def run(self, feeds: dict, keep_on_device: bool = False) -> list:
+        """Run the graph. Feeds are numpy arrays or OrtValues (outputs of another runner's
+        `keep_on_device` call, already where this session runs: no copy back and forth).
+        Returns numpy arrays, or OrtValues left on the session's device with keep_on_device."""
         try:
-            return self.session.run(self.outputs, {n: feeds[n] for n in self.inputs})
+            if not keep_on_device and all(isinstance(feeds[n], np.ndarray) for n in self.inputs):
+                return self.session.run(self.outputs, {n: feeds[n] for n in self.inputs})
+            binding = self.session.io_binding()
+            for n in self.inputs:
+                if isinstance(feeds[n], np.ndarray):
+                    binding.bind_cpu_input(n, feeds[n])
+                else:
+                    binding.bind_ortvalue_input(n, feeds[n])
+            for n in self.outputs:
+                if keep_on_device:
+                    binding.bind_output(n, self.device, self.device_id)
+                else:
+                    binding.bind_output(n)
+            self.session.run_with_iobinding(binding)
+            return binding.get_outputs() if keep_on_device else binding.copy_outputs_to_cpu()
         except self._errors as exc:
             raise InferenceError(f"{self.path.name}: ONNX Runtime failed to run the graph ({exc})") from exc

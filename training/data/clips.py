@@ -39,7 +39,7 @@ class Clip:
 
 
 def load_audio(path: Path, config: FoalConfig) -> np.ndarray:
-    audio, rate = read_audio(path)
+    audio, rate, _ = read_audio(path)
     if audio.ndim == 2:
         audio = audio.mean(axis=1)
     audio = preprocess.resample(audio, rate, config.sample_rate)
