@@ -18,6 +18,7 @@ import numpy as np
 from . import preprocess
 from .errors import BackendUnavailableError, BundleError, InvalidInputError
 from .manifest import GRAPHS, load_manifest
+from .preprocess import min_samples as wavlm_min_samples
 from .validate import check_audio, check_frames, check_integer, check_path
 
 LONG_AUDIO_POLICIES = ("head", "tail", "error")
@@ -54,12 +55,21 @@ class Predictor:
     keeps the first window (as training did), "tail" the last, "error" refuses; the
     prediction's `notes` say when audio was cut. frames_per_clip overrides the bundle's
     (fewer frames: faster video, see the benchmark's frames-per-clip table).
+
+    preprocess: where camera frames are resized, cropped and normalised. "cpu": Pillow on a
+    thread pool (CLIP's own resize). "graph": the bundle's preprocess graph, run by the backend
+    next to the video graph, so uint8 frames are copied to the GPU once and the video graph
+    reads the result there. "auto": the graph when the graphs run on a GPU and the bundle has
+    one, the CPU otherwise. Both agree within one grey level (tests/test_preprocess.py).
     """
 
     def __init__(self, bundle, backend: str = "auto", device: int = 0, threads: int | None = None,
-                 long_audio: str = "head", frames_per_clip: int | None = None, verify: bool = True):
+                 long_audio: str = "head", frames_per_clip: int | None = None, verify: bool = True,
+                 preprocess: str = "auto"):
         if long_audio not in LONG_AUDIO_POLICIES:
             raise InvalidInputError(f"long_audio must be one of {LONG_AUDIO_POLICIES}, not {long_audio!r}")
+        if preprocess not in PREPROCESS_MODES:
+            raise InvalidInputError(f"preprocess must be one of {PREPROCESS_MODES}, not {preprocess!r}")
         device = check_integer("device", device, 0, "a GPU index (0, 1, ...)")
         if threads is not None:
             threads = check_integer("threads", threads, 1, "a positive number of threads or None (one per core)")
@@ -74,7 +84,7 @@ class Predictor:
         self.labels = list(m.labels)
         self.frames_per_clip = frames_per_clip or m.frames_per_clip
         self.window_samples = int(round(m.audio_seconds * m.sample_rate))
-        self.min_samples = preprocess.min_samples(m.wavlm_conv_kernel, m.wavlm_conv_stride)
+        self.min_samples = wavlm_min_samples(m.wavlm_conv_kernel, m.wavlm_conv_stride)
         self.d_audio = int(m.graphs["fusion"].inputs[0].shape[-1])
         self.d_video = int(m.graphs["fusion"].inputs[2].shape[-1])
         self.threads = threads
@@ -113,7 +123,8 @@ class Predictor:
         if backend == "onnxruntime":
             backend = "onnxruntime-cuda" if cuda_available() else "onnxruntime-cpu"
         dev = backend.rsplit("-", 1)[1]
-        runners = {n: OnnxRuntimeRunner(self.bundle / g.file, dev, device, threads, g.precision)
+        runners = {n: OnnxRuntimeRunner(self.bundle / g.file, dev, device, threads, g.precision,
+                                        exact_fp32=n == "preprocess")
                    for n, g in self.manifest.graphs.items()}
         return backend, runners
 

@@ -54,3 +54,31 @@ def test_onnxruntime_cuda_matches_cpu(tiny_bundle):
     worst, agree = _agreement(Predictor(tiny_bundle[1], backend="onnxruntime-cuda"),
                               Predictor(tiny_bundle[1], backend="onnxruntime-cpu"), _clips(20))
     assert worst <= 1e-4 and agree == 1.0
+
+
+def test_preprocess_graph_on_cuda_equals_the_cpu_path(tiny_bundle):
+    """Camera frames (1280x720, 640x480) preprocessed on the GPU next to the video graph
+    against Pillow on the CPU: within one grey level, and the same prediction."""
+    import numpy as np
+
+    from foal_edge import preprocess
+    from foal_edge.backends.onnxruntime import cuda_available
+
+    if not cuda_available():
+        pytest.skip("ONNX Runtime has no CUDA provider here (install onnxruntime-gpu)")
+    gpu = Predictor(tiny_bundle[1], backend="onnxruntime-cuda")
+    cpu = Predictor(tiny_bundle[1], backend="onnxruntime-cpu")
+    assert gpu.preprocess == "graph" and cpu.preprocess == "cpu"
+    std = np.asarray(gpu.manifest.clip_std, np.float32)[None, :, None, None]
+    for h, w in [(720, 1280), (480, 640)]:
+        audio, frames = _clips(1)[0]
+        from PIL import Image
+
+        frames = np.stack([np.asarray(Image.fromarray(f).resize((w, h))) for f in frames])
+        wx, wy = preprocess.resize_matrices(h, w, gpu.manifest.image_size)
+        pixels = gpu.runners["preprocess"].run({"frames": frames, "resize_x": wx, "resize_y": wy})[0]
+        assert (np.abs(pixels - cpu.preprocess_frames(frames)) * std * 255).max() <= 1.0 + 1e-3
+        a = gpu.predict(audio=audio, sample_rate=16000, frames=frames)
+        b = cpu.predict(audio=audio, sample_rate=16000, frames=frames)
+        assert a.label == b.label
+        assert max(abs(a.probabilities[k] - b.probabilities[k]) for k in a.labels) <= 1e-3

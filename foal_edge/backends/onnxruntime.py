@@ -61,7 +61,7 @@ def cuda_available() -> bool:
 
 class OnnxRuntimeRunner:
     def __init__(self, path, device: str = "cpu", device_id: int = 0, threads: int | None = None,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", exact_fp32: bool = False):
         ort = import_onnxruntime()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -76,7 +76,10 @@ class OnnxRuntimeRunner:
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise BackendUnavailableError("ONNX Runtime has no CUDA provider here: install onnxruntime-gpu "
                                               "(pip install 'foal-edge[gpu]') and the CUDA libraries it needs")
-            providers = [("CUDAExecutionProvider", {"device_id": device_id})] + providers
+            cuda = {"device_id": device_id}
+            if exact_fp32:  # no TF32 (10-bit mantissa) MatMuls: frame resampling must stay within a grey level
+                cuda["use_tf32"] = "0"
+            providers = [("CUDAExecutionProvider", cuda)] + providers
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf classes
