@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-ALL_BACKENDS = ("eager", "eager-autocast", "compile", "onnxruntime", "onnxruntime-int8", "tensorrt")
+ALL_BACKENDS = ("eager", "eager-autocast", "compile", "onnxruntime", "onnxruntime-fp16", "onnxruntime-int8",
+                "tensorrt")
 
 
 # -- machine ------------------------------------------------------------------------------
@@ -63,6 +64,33 @@ def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> float:
     torch.matmul(a, b)
     best = min(_timed(lambda: torch.matmul(a, b)) for _ in range(repeats))
     return 2 * n ** 3 / best
+
+
+def gpu_matmul_peaks(n: int = 8192, repeats: int = 10) -> dict[str, float]:
+    """The GPU's measured matrix-multiply throughput (TFLOP/s) per dtype, best of `repeats`."""
+    import torch
+
+    out = {}
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        for name, dtype in (("fp32", torch.float32), ("fp16", torch.float16), ("bf16", torch.bfloat16)):
+            a, b = torch.randn(n, n, device="cuda", dtype=dtype), torch.randn(n, n, device="cuda", dtype=dtype)
+            torch.matmul(a, b)
+            torch.cuda.synchronize()
+            best = float("inf")
+            for _ in range(repeats):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                torch.matmul(a, b)
+                end.record()
+                end.synchronize()
+                best = min(best, start.elapsed_time(end) / 1e3)
+            out[name] = 2 * n ** 3 / best / 1e12
+            del a, b
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    return out
 
 
 def _timed(fn) -> float:
@@ -121,7 +149,7 @@ class EagerBackend:
         return outs[0][0].float().cpu().numpy()
 
     def end_to_end(self, predictor, audio, frames):
-        """Preprocessing exactly as the runtime (numpy), then the eager modules."""
+        """Preprocessing exactly as the runtime's CPU path (Pillow), then the eager modules."""
         wave, _ = predictor.prepare_audio(audio, 16000)
         x, _ = predictor.prepare_frames(frames)
         return _softmax(self.fusion(self.audio(wave[None]), self.video(x)))
@@ -130,13 +158,16 @@ class EagerBackend:
 class RuntimeBackend:
     """foal_edge.Predictor on a bundle: ONNX Runtime (FP32 or INT8) or TensorRT."""
 
-    def __init__(self, bundle, backend: str, threads: int | None, frames_per_clip: int | None):
+    def __init__(self, bundle, backend: str, threads: int | None, frames_per_clip: int | None,
+                 preprocess: str = "auto"):
         from foal_edge import FoalEdgeError, Predictor
 
         try:
-            self.p = Predictor(bundle, backend=backend, threads=threads, frames_per_clip=frames_per_clip)
+            self.p = Predictor(bundle, backend=backend, threads=threads, frames_per_clip=frames_per_clip,
+                               preprocess=preprocess)
         except FoalEdgeError as exc:
             raise Skip(str(exc))
+        self.last_timings: dict[str, float] = {}
 
     def audio(self, wave):
         return self.p.encode_audio(wave[0])
@@ -149,6 +180,7 @@ class RuntimeBackend:
 
     def end_to_end(self, predictor, audio, frames):
         r = self.p.predict(audio=audio, sample_rate=16000, frames=frames)
+        self.last_timings = r.timings_ms
         return np.array([r.probabilities[l] for l in self.p.labels])
 
 
@@ -160,18 +192,23 @@ def _softmax(x):
 # -- the run ------------------------------------------------------------------------------
 def build_bundles(args, checkpoint: Path) -> dict[str, Path]:
     """The FP32 ONNX bundle of the checkpoint (exported once, kept in --bundle-dir) and the
-    INT8 bundle derived from it."""
+    INT8 / FP16 bundles derived from it when those backends are measured."""
     from export.build_engine import main as build
     from export.bundle import derive_bundle
 
-    fp32, int8 = Path(args.bundle_dir) / "fp32", Path(args.bundle_dir) / "int8"
+    fp32 = Path(args.bundle_dir) / "fp32"
     if not (fp32 / "manifest.json").is_file():
         print(f"[latency] exporting the FP32 ONNX bundle -> {fp32}", file=sys.stderr, flush=True)
         build(["--checkpoint", str(checkpoint), "--out", str(fp32), "--target", "onnx", "--precision", "fp32",
                "--parity-clips", "0", "--max-audio-seconds", str(args.audio_seconds)])
-    if not (int8 / "manifest.json").is_file():
-        derive_bundle(fp32, int8, "int8")
-    return {"fp32": fp32, "int8": int8}
+    bundles = {"fp32": fp32}
+    for precision in ("int8", "fp16"):
+        if f"onnxruntime-{precision}" in args.backends:
+            path = Path(args.bundle_dir) / precision
+            if not (path / "manifest.json").is_file():
+                derive_bundle(fp32, path, precision)
+            bundles[precision] = path
+    return bundles
 
 
 def stats(times: list[float]) -> dict:
@@ -184,12 +221,13 @@ def flops_of(model, inputs) -> dict[str, float]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    wave, frames, hidden, emb = inputs
+    dev = next(model.parameters()).device  # the model may be on the GPU already
+    wave, frames, hidden, emb = (torch.from_numpy(np.ascontiguousarray(x)).to(dev) for x in inputs)
+    ones = lambda n: torch.ones(1, n, device=dev)  # noqa: E731
     out = {}
-    for name, fn in (("audio", lambda: model.audio_encoder(torch.from_numpy(wave))),
-                     ("video", lambda: model.video_encoder(torch.from_numpy(frames))),
-                     ("fusion", lambda: model.fusion(torch.from_numpy(hidden[None]), torch.ones(1, len(hidden)),
-                                                     torch.from_numpy(emb[None]), torch.ones(1, len(emb))))):
+    for name, fn in (("audio", lambda: model.audio_encoder(wave)),
+                     ("video", lambda: model.video_encoder(frames)),
+                     ("fusion", lambda: model.fusion(hidden[None], ones(len(hidden)), emb[None], ones(len(emb))))):
         with torch.inference_mode(), FlopCounterMode(display=False) as counter:
             fn()
         out[name] = float(counter.get_total_flops())
@@ -225,18 +263,30 @@ def run(args) -> dict:
     bundles = build_bundles(args, checkpoint)
     if args.bundle:
         bundles["tensorrt"] = Path(args.bundle)
-    reference = Predictor(bundles["fp32"], backend="onnxruntime-cpu", threads=args.threads)
+    reference = Predictor(bundles["fp32"], backend="onnxruntime-cpu", threads=args.threads, preprocess="cpu")
 
-    # Inputs: one synthetic clip of the requested length; frames at camera size.
+    # Inputs: one synthetic clip of the requested length; frames at camera size (the synthetic
+    # faces scaled up by Pillow to --frame-size, as a camera would deliver them).
     audio, raw_frames, _ = make_clip(1, seconds=args.audio_seconds, frames=max(args.frames))
+    if args.frame_size:
+        from PIL import Image
+
+        h, w = args.frame_size
+        raw_frames = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BILINEAR))
+                               for f in raw_frames])
     wave = audio[None].astype(np.float32)
 
     results = {"machine": machine(), "command": "python -m benchmarks.latency " + " ".join(sys.argv[1:]),
                "preset": cfg.preset, "audio_seconds": args.audio_seconds, "threads": args.threads,
                "backends": {}, "skipped": {}, "rows": []}
+    results["frame_size"] = "x".join(map(str, raw_frames.shape[1:3][::-1]))
     results["matmul_peak_gflops"] = matmul_peak(args.threads) / 1e9
     print(f"[latency] matmul peak {results['matmul_peak_gflops']:.1f} GFLOP/s on {args.threads} threads",
           file=sys.stderr, flush=True)
+    if torch.cuda.is_available():
+        results["gpu_matmul_peak_tflops"] = gpu_matmul_peaks()
+        print(f"[latency] GPU matmul peaks (TFLOP/s): {results['gpu_matmul_peak_tflops']}", file=sys.stderr,
+              flush=True)
 
     backends = {}
     for name in args.backends:
@@ -252,6 +302,10 @@ def run(args) -> dict:
                 backends[name] = RuntimeBackend(bundles["fp32"], "onnxruntime", args.threads, None)
             elif name == "onnxruntime-int8":
                 backends[name] = RuntimeBackend(bundles["int8"], "onnxruntime", args.threads, None)
+            elif name == "onnxruntime-fp16":
+                if not torch.cuda.is_available():
+                    raise Skip("FP16 graphs are a GPU format (ONNX Runtime's CPU kernels upcast them)")
+                backends[name] = RuntimeBackend(bundles["fp16"], "onnxruntime", args.threads, None)
             elif name == "tensorrt":
                 try:
                     import tensorrt  # noqa: F401
@@ -285,6 +339,7 @@ def run(args) -> dict:
     flops_per["end_to_end"] = flops["audio"] + flops["video"] / k0 * used + flops["fusion"]
 
     times = {(b, s): [] for b in backends for s, _, _ in stages}
+    breakdown = {b: [] for b in backends}  # the Predictor's own end-to-end timings_ms
     outputs = {}
     total = args.warmup + args.iters
     for it in range(total):
@@ -295,6 +350,8 @@ def run(args) -> dict:
                 dt = time.perf_counter() - t
                 if it >= args.warmup:
                     times[(name, stage)].append(dt)
+                    if stage == "end_to_end" and getattr(backend, "last_timings", None):
+                        breakdown[name].append(backend.last_timings)
                 outputs[(name, stage)] = out
         print(f"[latency] iteration {it + 1}/{total}{' (warm-up)' if it < args.warmup else ''}",
               file=sys.stderr, flush=True)
@@ -311,6 +368,14 @@ def run(args) -> dict:
             row["gflop"] = flops_per[stage] / 1e9
             row["fraction_of_matmul_peak"] = flops_per[stage] / (row["p50_ms"] / 1e3) / (
                 results["matmul_peak_gflops"] * 1e9)
+            if "gpu_matmul_peak_tflops" in results:  # GPU runs: the share of the FP16 tensor-core peak
+                row["fraction_of_gpu_fp16_peak"] = flops_per[stage] / (row["p50_ms"] / 1e3) / (
+                    results["gpu_matmul_peak_tflops"]["fp16"] * 1e12)
+            if stage == "end_to_end" and breakdown.get(name):
+                row["timings_ms_p50"] = {k: float(np.median([b[k] for b in breakdown[name]]))
+                                         for k in breakdown[name][0]}
+                row["preprocess_share"] = row["timings_ms_p50"].get("video_preprocess", 0.0) / \
+                    row["timings_ms_p50"]["total"]
             if "eager" in backends:
                 paired = np.asarray(times[("eager", stage)]) / np.asarray(t)
                 row["speedup_vs_eager"] = {"median": float(np.median(paired)),
@@ -375,17 +440,31 @@ def markdown(results: dict) -> str:
              "", f"Machine: {m['cpu']}, {m['cores']} cores, GPU: {m['gpu'] or 'none'}; torch {m['torch']}, "
              f"onnxruntime {m['onnxruntime']}, Python {m['python']}; {results['threads']} threads. "
              f"Matmul peak (FP32, measured in this run): {results['matmul_peak_gflops']:.1f} GFLOP/s.",
+             *([f"GPU matmul peaks measured in this run (TFLOP/s): " + ", ".join(
+                 f"{k} {v:.0f}" for k, v in results["gpu_matmul_peak_tflops"].items())]
+               if "gpu_matmul_peak_tflops" in results else []),
+             f"End-to-end frames: {results.get('frame_size', '?')}.",
              "", f"Command: `{results['command']}`", "",
              "| backend | stage | p50 ms | p90 ms | p99 ms | per s | RTF | speedup vs eager (median [IQR]) | GFLOP "
-             "| % matmul peak | max abs diff vs eager | cosine vs eager |",
+             "| % matmul peak (GPU: FP16) | max abs diff vs eager | cosine vs eager |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
     for r in results["rows"]:
         sp = r.get("speedup_vs_eager")
         spd = f"{sp['median']:.2f}x [{sp['p25']:.2f}-{sp['p75']:.2f}]" if sp else "-"
         lines.append(f"| {r['backend']} | {r['stage']} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['p99_ms']:.1f} "
                      f"| {r['throughput_per_s']:.2f} | {r.get('rtf', float('nan')):.3f} | {spd} | {r['gflop']:.2f} "
-                     f"| {100 * r['fraction_of_matmul_peak']:.1f}% | {r.get('max_abs_diff_vs_eager', 0):.2e} "
+                     f"| {100 * r.get('fraction_of_gpu_fp16_peak', r['fraction_of_matmul_peak']):.1f}% | {r.get('max_abs_diff_vs_eager', 0):.2e} "
                      f"| {r.get('cosine_vs_eager', 1):.6f} |")
+    e2e = [r for r in results["rows"] if r.get("timings_ms_p50")]
+    if e2e:
+        lines += ["", "End to end inside the Predictor (p50 ms of its own timings_ms):", "",
+                  "| backend | audio pre | audio | video pre | video | fusion | total | preprocessing share |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in e2e:
+            t = r["timings_ms_p50"]
+            lines.append(f"| {r['backend']} | {t.get('audio_preprocess', 0):.1f} | {t.get('audio', 0):.1f} "
+                         f"| {t.get('video_preprocess', 0):.1f} | {t.get('video', 0):.1f} | {t.get('fusion', 0):.1f} "
+                         f"| {t['total']:.1f} | {100 * r['preprocess_share']:.0f}% |")
     if results["skipped"]:
         lines += ["", "Skipped: " + "; ".join(f"{k}: {v}" for k, v in results["skipped"].items())]
     if results.get("agreement"):
@@ -438,6 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backends", default=",".join(ALL_BACKENDS), help="comma list of " + ", ".join(ALL_BACKENDS))
     p.add_argument("--audio-seconds", type=float, default=6.0)
     p.add_argument("--frames", default="16", help="frame counts for the video stage, e.g. 16,180")
+    p.add_argument("--frame-size", default="", help="camera frame size HxW for end to end, e.g. 720x1280 "
+                                                    "(default: the synthetic corpus's small frames)")
     p.add_argument("--batch", type=int, default=1, help="clips per call (only 1 is measured so far)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--iters", type=int, default=10)
@@ -458,6 +539,7 @@ def main(argv=None) -> dict:
     if unknown:
         raise SystemExit(f"unknown backends {sorted(unknown)}; choose from {ALL_BACKENDS}")
     args.frames = [int(f) for f in args.frames.split(",")]
+    args.frame_size = tuple(int(v) for v in args.frame_size.split("x")) if args.frame_size else None
     args.frames_knob = [int(f) for f in args.frames_knob.split(",") if f]
     out = Path(args.out)
     args.bundle_dir = args.bundle_dir or str(Path("build/bench") / out.name)
