@@ -70,9 +70,8 @@ def run(args) -> dict:
     import onnxruntime as ort
     from PIL import Image
 
-    from export.graphs import PreprocessGraph
+    from export.graphs import PREPROCESS_SPEC, PreprocessGraph
     from export.onnx_export import export_onnx
-    from export.graphs import GraphSpec
     from foal_edge import preprocess
     from foal_edge.backends.onnxruntime import OnnxRuntimeRunner
 
@@ -82,12 +81,9 @@ def run(args) -> dict:
     graph_path = Path(args.work) / "preprocess.onnx"
     if not graph_path.is_file():
         wx, wy = preprocess.resize_matrices(485, 679, size)
-        spec = GraphSpec("preprocess", ("frames", "resize_x", "resize_y"), ("pixels",),
-                         {"frames": {0: "frames", 1: "height", 2: "width"}, "resize_x": {1: "width"},
-                          "resize_y": {1: "height"}})
         export_onnx(PreprocessGraph(mean, std).eval(),
                     (torch.randint(0, 256, (2, 485, 679, 3), dtype=torch.uint8), torch.from_numpy(wx),
-                     torch.from_numpy(wy)), spec, graph_path)
+                     torch.from_numpy(wy)), PREPROCESS_SPEC, graph_path)
     graph = OnnxRuntimeRunner(graph_path, threads=args.threads)
     cores = os.cpu_count() or 1
 
@@ -103,9 +99,9 @@ def run(args) -> dict:
             "pillow-resize": (lambda: [Image.fromarray(f).resize((nw, nh), Image.Resampling.BICUBIC)
                                        for f in frames[:1]], 1),
             "cpu-1-thread": (lambda: preprocess.normalize_frames(
-                preprocess.resize_frames(frames[:1], [0], size, workers=1), mean, std), 1),
+                preprocess.resize_frames(frames[:1], size, workers=1), mean, std), 1),
             "cpu-all-cores": (lambda: preprocess.normalize_frames(
-                preprocess.resize_frames(frames, range(len(frames)), size, workers=cores), mean, std), len(frames)),
+                preprocess.resize_frames(frames, size, workers=cores), mean, std), len(frames)),
             "graph-onnxruntime-cpu": (lambda: graph.run({"frames": frames, "resize_x": wx, "resize_y": wy})[0],
                                       len(frames)),
         }

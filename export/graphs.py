@@ -75,6 +75,11 @@ class PreprocessGraph(nn.Module):
         return x * self.scale + self.shift
 
 
+PREPROCESS_SPEC = GraphSpec("preprocess", ("frames", "resize_x", "resize_y"), ("pixels",),
+                            {"frames": {0: "frames", 1: "height", 2: "width"}, "resize_x": {1: "width"},
+                             "resize_y": {1: "height"}})
+
+
 def specs(model) -> dict[str, GraphSpec]:
     return {
         "audio": GraphSpec("audio", ("waveform",), ("hidden",),
@@ -83,9 +88,7 @@ def specs(model) -> dict[str, GraphSpec]:
         "fusion": GraphSpec("fusion", ("audio", "audio_mask", "video", "video_mask"), model.fusion.output_names,
                             {"audio": {0: "batch", 1: "audio_frames"}, "audio_mask": {0: "batch", 1: "audio_frames"},
                              "video": {0: "batch", 1: "video_frames"}, "video_mask": {0: "batch", 1: "video_frames"}}),
-        "preprocess": GraphSpec("preprocess", ("frames", "resize_x", "resize_y"), ("pixels",),
-                                {"frames": {0: "frames", 1: "height", 2: "width"}, "resize_x": {1: "width"},
-                                 "resize_y": {1: "height"}}),
+        "preprocess": PREPROCESS_SPEC,
     }
 
 

@@ -104,7 +104,7 @@ def preprocess_parity(path, config, sizes=((480, 640), (720, 1280), (1280, 720))
         raw = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BILINEAR)) for f in raw])
         wx, wy = preprocess.resize_matrices(h, w, size)
         graph = runner.run({"frames": raw, "resize_x": wx, "resize_y": wy})[0]
-        cpu = preprocess.normalize_frames(preprocess.resize_frames(raw, range(len(raw)), size), config.clip_mean,
+        cpu = preprocess.normalize_frames(preprocess.resize_frames(raw, size), config.clip_mean,
                                           config.clip_std)
         grey = np.abs(graph - cpu) * np.asarray(config.clip_std, np.float32)[None, :, None, None] * 255
         worst = max(worst, float(grey.max()))

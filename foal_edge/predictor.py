@@ -177,7 +177,7 @@ class Predictor:
 
     def preprocess_frames(self, frames: np.ndarray) -> np.ndarray:
         """uint8 [K, H, W, 3] -> float32 [K, 3, S, S] on the CPU (Pillow, one thread per core)."""
-        crops = preprocess.resize_frames(frames, range(len(frames)), self.manifest.image_size, self.threads)
+        crops = preprocess.resize_frames(frames, self.manifest.image_size, self.threads)
         return preprocess.normalize_frames(crops, self.manifest.clip_mean, self.manifest.clip_std)
 
     def embed_frames(self, frames: np.ndarray) -> tuple[np.ndarray, float, float, list[str]]:

@@ -79,24 +79,22 @@ def _pool():
         return _POOL
 
 
-def resize_frames(frames, indices, size: int, workers: int | None = None) -> np.ndarray:
-    """Resize + crop frames[i] for i in `indices`: uint8 [K, size, size, 3]. Frames are
+def resize_frames(frames, size: int, workers: int | None = None) -> np.ndarray:
+    """Resize + crop every frame: uint8 [K, H, W, 3] -> uint8 [K, size, size, 3]. Frames are
     spread over a thread pool (Pillow releases the GIL), `workers` at most (default: all
     cores; 1 runs inline)."""
-    indices = [int(i) for i in indices]
-    out = np.empty((len(indices), size, size, 3), np.uint8)
+    out = np.empty((len(frames), size, size, 3), np.uint8)
 
-    def one(k: int) -> None:
-        out[k] = resize_and_crop(frames[indices[k]], size)
+    def some(ks) -> None:
+        for k in ks:
+            out[k] = resize_and_crop(frames[k], size)
 
-    workers = min(len(indices), workers or os.cpu_count() or 1)
+    workers = min(len(frames), workers or os.cpu_count() or 1)
     if workers <= 1:
-        for k in range(len(indices)):
-            one(k)
+        some(range(len(frames)))
     else:
         # Chunks of consecutive frames, one per worker: fewer hand-offs than one task a frame.
-        chunks = np.array_split(np.arange(len(indices)), workers)
-        list(_pool().map(lambda ks: [one(int(k)) for k in ks], chunks))
+        list(_pool().map(some, np.array_split(np.arange(len(frames)), workers)))
     return out
 
 

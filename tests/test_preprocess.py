@@ -62,8 +62,8 @@ def test_extreme_aspect_frames_stay_within_one_grey_level(size):
 
 def test_threaded_resize_equals_one_thread():
     frames = np.stack(_camera_frames([(480, 640)]) * 3)
-    one = preprocess.resize_frames(frames, range(len(frames)), 224, workers=1)
-    many = preprocess.resize_frames(frames, range(len(frames)), 224, workers=4)
+    one = preprocess.resize_frames(frames, 224, workers=1)
+    many = preprocess.resize_frames(frames, 224, workers=4)
     assert np.array_equal(one, many)
 
 
