@@ -99,10 +99,11 @@ def read_video(path, indices=None) -> tuple[np.ndarray | dict[int, np.ndarray], 
     return kept, fps
 
 
-def read_video_audio(path, seconds: float | None = None) -> tuple[np.ndarray, int]:
+def read_video_audio(path, seconds: float | None = None, tail: bool = False) -> tuple[np.ndarray, int, float]:
     """The first audio track of a video file, mixed to mono float32 (the mean of its channels,
-    as `predict_files` mixes a stereo audio file). With `seconds`, decoding stops once that
-    much (from the start) is read."""
+    as `predict_files` mixes a stereo audio file), its rate and the track's duration in
+    seconds. With `seconds`, only that much is kept: the first (decoding stops there) or, with
+    `tail`, the last (decoded through, holding no more than the window)."""
     av = _require("av")
     path = _existing(path)
     try:
@@ -115,18 +116,30 @@ def read_video_audio(path, seconds: float | None = None) -> tuple[np.ndarray, in
             planar = av.AudioResampler(format="fltp")
             rate = stream.rate
             limit = None if seconds is None else int(np.ceil(seconds * rate))
-            chunks, have = [], 0
+            declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base \
+                else (container.duration / av.time_base if container.duration else None)
+            chunks, kept, decoded, stopped = [], 0, 0, False
             for frame in container.decode(stream):
                 for f in planar.resample(frame):
                     chunks.append(f.to_ndarray())
-                    have += chunks[-1].shape[1]
-                if limit is not None and have >= limit:
+                    kept += chunks[-1].shape[1]
+                    decoded += chunks[-1].shape[1]
+                if limit is not None and tail:
+                    while kept - chunks[0].shape[1] >= limit:  # drop what is older than the window
+                        kept -= chunks.pop(0).shape[1]
+                elif limit is not None and kept > limit:  # more than the window: the track is longer
+                    stopped = True
                     break
-            else:
-                chunks += [f.to_ndarray() for f in planar.resample(None)]
+            if not stopped:  # the resampler's last samples
+                flushed = [f.to_ndarray() for f in planar.resample(None)]
+                chunks += flushed
+                decoded += sum(c.shape[1] for c in flushed)
     except av.error.FFmpegError as exc:
         raise MediaError(f"{path}: cannot decode the audio track ({exc})") from exc
     if not chunks:
         raise MediaError(f"{path}: the audio track is empty")
     audio = np.concatenate(chunks, axis=1).mean(axis=0, dtype=np.float32)
-    return (audio if seconds is None else audio[:limit]), int(rate)
+    total = max(declared or 0.0, decoded / rate) if stopped else decoded / rate
+    if limit is not None:
+        audio = audio[-limit:] if tail else audio[:limit]
+    return audio, int(rate), total

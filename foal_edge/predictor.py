@@ -129,6 +129,16 @@ class Predictor:
         return backend, runners
 
     # -- input checks ---------------------------------------------------------------------
+    def _cut_to_window(self, seconds: float) -> str:
+        """Audio of `seconds` is longer than the window: refuse it under long_audio="error",
+        else the note that says which part is kept."""
+        window = self.manifest.audio_seconds
+        if self.long_audio == "error":
+            raise InvalidInputError(f"audio is {seconds:.2f} s, longer than the bundle's {window:g} s window; "
+                                    "cut it, or use long_audio='head' or 'tail'")
+        return (f"audio cut from {seconds:.2f} s to the {window:g} s window "
+                f"({'first' if self.long_audio == 'head' else 'last'} part kept)")
+
     def prepare_audio(self, audio, sample_rate) -> tuple[np.ndarray, list[str]]:
         """Validate, convert to float32 mono at the bundle's rate, apply the window policy.
         Long audio is cut before resampling, so an hour of 48 kHz audio costs one window."""
@@ -138,14 +148,8 @@ class Predictor:
         rate, src = self.manifest.sample_rate, int(sample_rate)
         window_src = int(np.ceil(self.window_samples * src / rate))
         if len(audio) > window_src:
-            seconds = len(audio) / src
-            if self.long_audio == "error":
-                raise InvalidInputError(f"audio is {seconds:.2f} s, longer than the bundle's "
-                                        f"{self.manifest.audio_seconds:g} s window; cut it, or use "
-                                        "long_audio='head' or 'tail'")
+            notes.append(self._cut_to_window(len(audio) / src))
             audio = audio[:window_src] if self.long_audio == "head" else audio[-window_src:]
-            notes.append(f"audio cut from {seconds:.2f} s to the {self.manifest.audio_seconds:g} s window "
-                         f"({'first' if self.long_audio == 'head' else 'last'} part kept)")
         if src != rate:
             audio = preprocess.resample(audio, src, rate)[: self.window_samples]
             notes.append(f"audio resampled from {src} Hz to {rate} Hz")
@@ -309,24 +313,20 @@ class Predictor:
         video_path = None if video_path is None else check_path("video_path", video_path)
         window = self.manifest.audio_seconds
         tail = self.long_audio == "tail"
-        audio = rate = frames = None
+        frames = None
         notes = []
+        # The window alone is read; the file's own length decides whether it was cut.
         if audio_path is not None:
-            # A little over the window under "error", so that a long file is still refused.
-            limit = window + 1.0 if self.long_audio == "error" else window
-            audio, rate, total = media.read_audio(audio_path, seconds=limit, tail=tail)
+            audio, rate, total = media.read_audio(audio_path, seconds=window, tail=tail)
             if audio.ndim == 2:
                 audio = audio.mean(axis=1)  # files are often stereo: mixing is what a listener hears
-            if total > window + 1e-9 and self.long_audio != "error":
-                notes.append(f"audio cut from {total:.2f} s to the {window:g} s window "
-                             f"({'last' if tail else 'first'} part kept)")
-        elif video_path is not None:
-            audio, rate = media.read_video_audio(video_path, seconds=None if tail else window)
-            total = len(audio) / rate
+        else:
+            audio, rate, total = media.read_video_audio(video_path, seconds=window, tail=tail)
+        if total * rate > np.ceil(window * rate):
+            notes.append(self._cut_to_window(total))
         if video_path is not None:
             fps, count = media.video_info(video_path)
-            used = min(total, window) if audio is not None else window
-            span = int(np.ceil(used * fps)) if fps > 0 else self.frames_per_clip
+            span = int(np.ceil(min(total, window) * fps)) if fps > 0 else self.frames_per_clip
             available = min(span, count) if count else span
             first = max(count - available, 0) if tail and count else 0
             indices = first + preprocess.sample_frame_indices(available, self.frames_per_clip)

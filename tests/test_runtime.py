@@ -206,7 +206,7 @@ def test_a_videos_stereo_track_is_mixed_to_mono(predictor, tmp_path, codec, samp
     path = tmp_path / ("clip.avi" if codec.startswith("pcm") else "clip.mp4")
     _write_video(path, codec, sample_format, left, right)
 
-    audio, rate = media.read_video_audio(path)
+    audio, rate, _ = media.read_video_audio(path)
     mono = (left + right) / 2
     assert rate == 16000 and audio.ndim == 1 and audio.dtype == np.float32
     if codec.startswith("pcm"):  # lossless: sample for sample
