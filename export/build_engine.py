@@ -26,6 +26,8 @@ import numpy as np
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "training" / "demo"
 DEMO_OUT = Path("build/foal-demo")
 MAX_ENGINE_FRAME = (720, 1280)  # the largest camera frame the TensorRT preprocess engine takes
+# --precision auto on ONNX ships an INT8 encoder only when it is faster here and the labels hold.
+MIN_INT8_AGREEMENT, MIN_INT8_CLIPS, MIN_INT8_SPEEDUP = 0.99, 100, 1.05
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("auto", "fp32", "fp16", "int8"), default="auto",
                    help="fp32; fp16 (FP32 kept for LayerNorm, Softmax, reductions, position arithmetic); "
                         "int8 (dynamic quantisation of the encoders' MatMul/Gemm, for CPUs). "
-                        "auto: fp16 for TensorRT, fp32 for ONNX")
+                        "auto: fp16 for TensorRT; for ONNX, per encoder the faster of FP32 and INT8 on "
+                        f"this machine, INT8 only if labels agree with FP32 on >= {100 * MIN_INT8_AGREEMENT:g}%% "
+                        f"of at least {MIN_INT8_CLIPS} parity clips")
     p.add_argument("--target", choices=("auto", "onnx", "tensorrt"), default="auto",
                    help="auto: TensorRT engines when TensorRT and a GPU are present, ONNX otherwise")
     p.add_argument("--out", type=Path, default=None, help=f"bundle directory (default {DEMO_OUT})")
@@ -147,7 +151,7 @@ def main(argv=None) -> Path:
     if args.max_audio_seconds:
         config.audio_seconds = args.max_audio_seconds
     target, why = choose_target(args)
-    precision = args.precision if args.precision != "auto" else ("fp16" if target == "tensorrt" else "fp32")
+    precision = args.precision if args.precision != "auto" else ("fp16" if target == "tensorrt" else "cpu-auto")
     if target == "tensorrt" and precision == "int8":
         raise SystemExit("--precision int8 is the CPU (ONNX Runtime) variant; for TensorRT use fp16")
     out = args.out or DEMO_OUT
@@ -174,42 +178,59 @@ def main(argv=None) -> Path:
             elif precision == "fp16":
                 final[name] = work / f"{name}.fp16.onnx"
                 convert_file(fp32[name], final[name])
-            else:  # int8: the encoders; the tiny fusion head stays fp32
+            else:  # int8 (or its candidate for cpu-auto): the encoders; the tiny fusion head stays fp32
                 final[name] = (quantize_int8(fp32[name], work / f"{name}.int8.onnx") if name != "fusion"
                                else fp32[name])
         if precision != "fp32":
-            log_step(f"converted the graphs to {precision}")
+            log_step(f"converted the graphs to {'int8 (candidates for auto)' if precision == 'cpu-auto' else precision}")
 
         # Parity: FP32 ONNX vs eager, and the shipped variant vs FP32 ONNX.
         inputs = parity.clip_inputs(config, range(10_000, 10_000 + n_parity))
         ort32 = {n: OnnxRuntimeRunner(fp32[n]) for n in GRAPHS}
-        report = {}
+        report, shipped, choice = {}, None, None
         if n_parity:
             t = time.time()
             eager = lambda w, f: parity.run_eager(model, w, f)  # noqa: E731
             onnx32 = lambda w, f: parity.run_sessions(ort32, w, f)  # noqa: E731
             report["fp32_vs_eager"] = parity.compare(eager, onnx32, inputs)
             if precision != "fp32":
-                shipped = {n: OnnxRuntimeRunner(final[n], precision=precision if n != "fusion" or
-                                                precision == "fp16" else "fp32") for n in GRAPHS}
-                report[f"{precision}_vs_fp32"] = parity.compare(
+                low = "int8" if precision == "cpu-auto" else precision
+                shipped = {n: OnnxRuntimeRunner(final[n], precision=low if n != "fusion" or
+                                                low == "fp16" else "fp32") for n in GRAPHS}
+                report[f"{low}_vs_fp32"] = parity.compare(
                     onnx32, lambda w, f: parity.run_sessions(shipped, w, f), inputs)
-                report[f"{precision}_vs_fp32"]["encoder_cosine"] = parity.encoder_cosines(
+                report[f"{low}_vs_fp32"]["encoder_cosine"] = parity.encoder_cosines(
                     ort32, shipped, config, seconds=(1.0, 3.0, config.audio_seconds))
             log_step(f"parity on {n_parity} synthetic clips in {time.time() - t:.1f}s")
+        graph_precision = {n: ("fp32" if n == "preprocess" or (n == "fusion" and precision != "fp16")
+                               else precision) for n in GRAPHS + OPTIONAL_GRAPHS}
+        if precision == "cpu-auto":
+            choice = choose_cpu_precision(ort32, shipped, report.get("int8_vs_fp32"), inputs)
+            for name, pick in choice["graphs"].items():
+                graph_precision[name] = pick
+                if pick == "fp32":
+                    final[name] = fp32[name]
+            picks = set(choice["graphs"][n] for n in ("audio", "video"))
+            if picks == {"fp32"}:
+                report.pop("int8_vs_fp32", None)
+            elif len(picks) == 2:  # one encoder INT8, one FP32: measure the mix that ships
+                mixed = {n: ort32[n] if choice["graphs"][n] == "fp32" else shipped[n] for n in GRAPHS}
+                report["int8_vs_fp32"] = parity.compare(
+                    onnx32, lambda w, f: parity.run_sessions(mixed, w, f), inputs)
+            log_step(f"auto precision: {choice['why']}")
+            precision = "int8" if "int8" in choice["graphs"].values() else "fp32"
 
         # Into the bundle: ONNX files, or engines built from them.
         entries = {}
         for name in GRAPHS + OPTIONAL_GRAPHS:
-            graph_precision = "fp32" if name == "preprocess" or (name == "fusion" and precision == "int8") \
-                else precision
-            suffix = "" if graph_precision == "fp32" else f".{graph_precision}"
+            suffix = "" if graph_precision[name] == "fp32" else f".{graph_precision[name]}"
             if target == "onnx":
                 dst = out / f"{name}{suffix}.onnx"
                 shutil.copyfile(final[name], dst)
-                entries[name] = graph_info(out, dst, "onnx", graph_precision, final[name], opset=opset)
+                entries[name] = graph_info(out, dst, "onnx", graph_precision[name], final[name], opset=opset)
             else:
-                entries[name] = build_tensorrt(args, config, name, fp32[name], final[name], out, graph_precision)
+                entries[name] = build_tensorrt(args, config, name, fp32[name], final[name], out,
+                                               graph_precision[name])
             if name in GRAPHS:
                 entries[name].parity = {k: _graph_parity(v, name) for k, v in report.items()} or None
             else:
@@ -218,7 +239,7 @@ def main(argv=None) -> Path:
         demo_files = write_demo_clip(out, config)
         write_manifest(out, manifest_for(config, entries, demo_files))
         (out / "export_report.json").write_text(json.dumps(
-            {"parity": report, "precision": precision, "target": target, "exporter": args.exporter,
+            {"parity": report, "precision": precision, "auto_precision": choice, "target": target, "exporter": args.exporter,
              "opset": opset, "seconds": round(time.time() - t_start, 1)}, indent=2))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -228,6 +249,36 @@ def main(argv=None) -> Path:
     print(f"built {what} at {out}: {precision.upper()} {target.upper() if target == 'onnx' else 'TensorRT'} "
           f"graphs ({why}) in {time.time() - t_start:.0f}s")
     return out
+
+
+def choose_cpu_precision(fp32: dict, int8: dict | None, int8_parity: dict | None, inputs, rounds: int = 7) -> dict:
+    """--precision auto on ONNX: per encoder, INT8 where it runs at least MIN_INT8_SPEEDUP x
+    faster than FP32 on this machine (median of interleaved runs on a parity clip), and only
+    if INT8 kept the labels of FP32 on enough parity clips. The fusion head stays FP32."""
+    keep = {"graphs": {"audio": "fp32", "video": "fp32", "fusion": "fp32"}, "speedup": {}}
+    clips = int8_parity["clips"] if int8_parity else 0
+    agreement = int8_parity["label_agreement"] if int8_parity else 0.0
+    if clips < MIN_INT8_CLIPS or agreement < MIN_INT8_AGREEMENT:
+        keep["why"] = (f"FP32: INT8 kept {100 * agreement:.1f}% of labels on {clips} clips "
+                       f"(needs >= {100 * MIN_INT8_AGREEMENT:g}% of >= {MIN_INT8_CLIPS}; --parity-clips sets the count)")
+        return keep
+    wave, frames = max(inputs, key=lambda x: x[0].shape[1])
+    feeds = {"audio": {"waveform": wave}, "video": {"frames": frames}}
+    for name in ("audio", "video"):
+        times = {"fp32": [], "int8": []}
+        for r in range(rounds + 1):  # round 0 warms both sessions up
+            for kind, runner in (("fp32", fp32[name]), ("int8", int8[name])):
+                t = time.perf_counter()
+                runner.run(feeds[name])
+                if r:
+                    times[kind].append(time.perf_counter() - t)
+        speedup = float(np.median(times["fp32"]) / np.median(times["int8"]))
+        keep["speedup"][name] = speedup
+        if speedup >= MIN_INT8_SPEEDUP:
+            keep["graphs"][name] = "int8"
+    keep["why"] = (f"INT8 kept {100 * agreement:.1f}% of labels on {clips} clips; INT8/FP32 speed here: " +
+                   ", ".join(f"{n} {v:.2f}x -> {keep['graphs'][n].upper()}" for n, v in keep["speedup"].items()))
+    return keep
 
 
 def _graph_parity(report: dict, name: str) -> dict:
@@ -279,7 +330,10 @@ def write_demo_clip(out: Path, config) -> dict:
         w.setframerate(config.sample_rate)
         w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
     np.save(out / "demo_frames.npy", frames, allow_pickle=False)
-    return {"audio": "demo.wav", "frames": "demo_frames.npy", "fps": len(frames) / seconds, "expected": "happy"}
+    from foal_edge.manifest import sha256_file
+
+    return {"audio": "demo.wav", "frames": "demo_frames.npy", "fps": len(frames) / seconds, "expected": "happy",
+            "sha256": {f: sha256_file(out / f) for f in ("demo.wav", "demo_frames.npy")}}
 
 
 def print_summary(out: Path, entries, report, precision) -> None:

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import onnx
 
+from foal_edge.integrity import onnx_external_data
 from foal_edge.manifest import MANIFEST, GraphInfo, Manifest, TensorInfo, sha256_file
 
 _ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
-                onnx.TensorProto.INT64: "int64", onnx.TensorProto.INT32: "int32", onnx.TensorProto.BOOL: "bool"}
+                onnx.TensorProto.INT64: "int64", onnx.TensorProto.INT32: "int32", onnx.TensorProto.BOOL: "bool",
+                onnx.TensorProto.UINT8: "uint8"}
 
 
 def onnx_io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
@@ -26,8 +28,13 @@ def onnx_io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
 def graph_info(bundle: Path, file: Path, fmt: str, precision: str, onnx_path: Path, **extra) -> GraphInfo:
     """Manifest entry for `file` (inside `bundle`); I/O read from the ONNX it came from."""
     inputs, outputs = onnx_io(onnx_path)
+    external = {}
+    if fmt == "onnx":  # weight side files: hashed like the graph, so a swapped one is caught
+        for location in onnx_external_data(file):
+            side = (file.parent / location).resolve()
+            external[side.relative_to(Path(bundle).resolve()).as_posix()] = sha256_file(side)
     return GraphInfo(file=file.relative_to(bundle).as_posix(), format=fmt, precision=precision,
-                     sha256=sha256_file(file), inputs=inputs, outputs=outputs, **extra)
+                     sha256=sha256_file(file), inputs=inputs, outputs=outputs, external_data=external, **extra)
 
 
 def manifest_for(config, graphs: dict[str, GraphInfo], demo: dict | None = None) -> Manifest:
@@ -88,8 +95,8 @@ def derive_bundle(src: Path, dst: Path, precision: str) -> Path:
             shutil.copyfile(source, target)
         manifest.graphs[name] = graph_info(dst, target, "onnx", precision if target.name != g.file else "fp32",
                                            target, opset=g.opset)
-    for extra in (manifest.demo or {}).values():
-        if isinstance(extra, str) and (src / extra).is_file():
-            shutil.copyfile(src / extra, dst / extra)
+    for key in ("audio", "frames"):
+        if manifest.demo:
+            shutil.copyfile(src / manifest.demo[key], dst / manifest.demo[key])
     write_manifest(dst, manifest)
     return dst

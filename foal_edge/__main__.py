@@ -4,22 +4,40 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import wave
 from pathlib import Path
 
 import numpy as np
 
-from .errors import FoalEdgeError
+from .errors import FoalEdgeError, InvalidInputError, MediaError
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
     """16-bit PCM WAV with the standard library (the demo clip needs no extra packages)."""
-    with wave.open(str(path), "rb") as w:
-        if w.getsampwidth() != 2:
-            raise FoalEdgeError(f"{path}: only 16-bit WAV is read without soundfile")
-        data = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, w.getnchannels())
-        return data.mean(axis=1).astype(np.int16) if w.getnchannels() > 1 else data[:, 0].copy(), w.getframerate()
+    try:
+        with wave.open(str(path), "rb") as w:
+            if w.getsampwidth() != 2:
+                raise MediaError(f"{path}: only 16-bit WAV is read without soundfile")
+            raw = w.readframes(w.getnframes())
+            channels = w.getnchannels()
+            usable = len(raw) // (2 * channels) * 2 * channels
+            if usable < len(raw) or usable < 2 * channels * w.getnframes():
+                raise MediaError(f"{path}: truncated WAV (header says {w.getnframes()} frames, "
+                                 f"{usable // (2 * channels)} present)")
+            data = np.frombuffer(raw, "<i2").reshape(-1, channels)
+            return data.mean(axis=1).astype(np.int16) if channels > 1 else data[:, 0].copy(), w.getframerate()
+    except (OSError, EOFError, wave.Error) as exc:
+        raise MediaError(f"{path}: cannot read the WAV file ({exc})") from None
+
+
+def read_frames_npy(path: Path) -> np.ndarray:
+    """Frames saved with numpy, never unpickled."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise MediaError(f"{path}: cannot read the frames file ({exc})") from None
 
 
 def main(argv=None) -> int:
@@ -36,25 +54,21 @@ def main(argv=None) -> int:
     inf.add_argument("bundle", type=Path)
     args = p.parse_args(argv)
 
-    from .predictor import Predictor
-
     try:
         if args.command == "info":
             return info(args.bundle)
-        predictor = Predictor(args.bundle, backend=args.backend)
-        if args.demo:
-            demo = predictor.manifest.demo
-            if not demo:
-                raise FoalEdgeError(f"{args.bundle} ships no demo clip")
-            audio, rate = read_wav(args.bundle / demo["audio"])
-            frames = np.load(args.bundle / demo["frames"], allow_pickle=False)
-            result = predictor.predict(audio=audio, sample_rate=rate, frames=frames, fps=demo.get("fps"))
-        elif args.audio or args.video:
-            result = predictor.predict_files(args.audio, args.video)
-        else:
-            raise FoalEdgeError("give --audio, --video or --demo")
+        result = predict(args)
     except FoalEdgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, MemoryError) as exc:  # the machine, not the input: still one line
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug of ours: one line for the user, the traceback on request
+        if os.environ.get("FOAL_EDGE_DEBUG"):
+            raise
+        print(f"error: internal error ({type(exc).__name__}: {exc}); please report it with the command you ran "
+              "(FOAL_EDGE_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
@@ -67,6 +81,21 @@ def main(argv=None) -> int:
         for note in result.notes:
             print(f"  note: {note}")
     return 0
+
+
+def predict(args):
+    from .manifest import demo_file
+    from .predictor import Predictor
+
+    predictor = Predictor(args.bundle, backend=args.backend)
+    if args.demo:
+        m = predictor.manifest
+        audio, rate = read_wav(demo_file(args.bundle, m, "audio"))
+        frames = read_frames_npy(demo_file(args.bundle, m, "frames"))
+        return predictor.predict(audio=audio, sample_rate=rate, frames=frames, fps=m.demo["fps"])
+    if args.audio or args.video:
+        return predictor.predict_files(args.audio, args.video)
+    raise InvalidInputError("give --audio, --video or --demo")
 
 
 def info(bundle: Path) -> int:

@@ -29,3 +29,8 @@ class MediaError(FoalEdgeError):
 class InferenceError(FoalEdgeError, RuntimeError):
     """A backend failed while running a graph (out of memory, a driver or CUDA error). The
     input was valid; the predictor may be used again once the cause is gone."""
+
+
+class CallbackError(FoalEdgeError):
+    """The user's streaming callback raised (the cause is chained). The chunk that completed
+    the hop was consumed and its prediction is `latest()`: do not push that chunk again."""

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import preprocess
 from .errors import BackendUnavailableError, BundleError, InvalidInputError
-from .manifest import GRAPHS, load_manifest
+from .manifest import GRAPHS, check_graph_io, load_manifest
 from .preprocess import min_samples as wavlm_min_samples
 from .validate import check_audio, check_frames, check_integer, check_path
 
@@ -46,6 +46,9 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
+MAX_THREADS, MAX_DEVICES, MAX_FRAMES_PER_CLIP = 1024, 64, 1024
+
+
 class Predictor:
     """Runs a bundle's three graphs.
 
@@ -61,21 +64,28 @@ class Predictor:
     next to the video graph, so uint8 frames are copied to the GPU once and the video graph
     reads the result there. "auto": the graph when the graphs run on a GPU and the bundle has
     one, the CPU otherwise. Both agree within one grey level (tests/test_preprocess.py).
+
+    graph_cache: a directory where ONNX Runtime's optimised CPU graphs are kept between starts
+    (keyed by each graph's sha256, the ONNX Runtime version and the CPU), "auto" for
+    $FOAL_EDGE_CACHE or ~/.cache/foal-edge, None for none. Used only with verify=True: the
+    cache is keyed by the checked hash.
     """
 
     def __init__(self, bundle, backend: str = "auto", device: int = 0, threads: int | None = None,
                  long_audio: str = "head", frames_per_clip: int | None = None, verify: bool = True,
-                 preprocess: str = "auto"):
+                 preprocess: str = "auto", graph_cache="auto"):
         if long_audio not in LONG_AUDIO_POLICIES:
             raise InvalidInputError(f"long_audio must be one of {LONG_AUDIO_POLICIES}, not {long_audio!r}")
         if preprocess not in PREPROCESS_MODES:
             raise InvalidInputError(f"preprocess must be one of {PREPROCESS_MODES}, not {preprocess!r}")
-        device = check_integer("device", device, 0, "a GPU index (0, 1, ...)")
+        device = check_integer("device", device, 0, "a GPU index (0, 1, ...)", maximum=MAX_DEVICES - 1)
         if threads is not None:
-            threads = check_integer("threads", threads, 1, "a positive number of threads or None (one per core)")
+            threads = check_integer("threads", threads, 1, "a positive number of threads or None (one per core)",
+                                    maximum=MAX_THREADS)
         # Frames per clip is the main speed/accuracy knob; the bundle's value unless overridden.
         if frames_per_clip is not None:
-            frames_per_clip = check_integer("frames_per_clip", frames_per_clip, 1, "a positive integer")
+            frames_per_clip = check_integer("frames_per_clip", frames_per_clip, 1, "a number of frames",
+                                            maximum=MAX_FRAMES_PER_CLIP)
         if not isinstance(verify, bool):
             raise InvalidInputError(f"verify must be True or False, not {verify!r}")
         self.bundle = check_path("bundle", bundle)
@@ -85,10 +95,17 @@ class Predictor:
         self.frames_per_clip = frames_per_clip or m.frames_per_clip
         self.window_samples = int(round(m.audio_seconds * m.sample_rate))
         self.min_samples = wavlm_min_samples(m.wavlm_conv_kernel, m.wavlm_conv_stride)
-        self.d_audio = int(m.graphs["fusion"].inputs[0].shape[-1])
-        self.d_video = int(m.graphs["fusion"].inputs[2].shape[-1])
         self.threads = threads
+        if graph_cache == "auto":
+            from .backends.onnxruntime import default_cache_dir
+
+            graph_cache = default_cache_dir()
+        self.graph_cache = check_path("graph_cache", graph_cache) \
+            if graph_cache is not None and verify else None
         self.backend, self.runners = self._open(backend, device, threads)
+        for name, runner in self.runners.items():
+            check_graph_io(self.bundle, name, m.graphs[name], runner.io)
+        self.d_audio, self.d_video = self._check_widths()
         on_gpu = self.backend in ("onnxruntime-cuda", "tensorrt")
         if preprocess == "graph" and "preprocess" not in self.runners:
             raise BundleError(f"{self.bundle} has no preprocess graph (bundles built before it existed): rebuild "
@@ -124,9 +141,38 @@ class Predictor:
             backend = "onnxruntime-cuda" if cuda_available() else "onnxruntime-cpu"
         dev = backend.rsplit("-", 1)[1]
         runners = {n: OnnxRuntimeRunner(self.bundle / g.file, dev, device, threads, g.precision,
-                                        exact_fp32=n == "preprocess")
+                                        exact_fp32=n == "preprocess", cache_key=g.sha256,
+                                        cache_dir=self.graph_cache)
                    for n, g in self.manifest.graphs.items()}
         return backend, runners
+
+    def _check_widths(self) -> tuple[int, int]:
+        """The graphs must fit together: the encoders' widths are the fusion head's, and the
+        heads give one logit per label (one value per attribute)."""
+        io = {n: r.io for n, r in self.runners.items()}
+        fix = "the graphs do not fit together: rebuild the bundle from one checkpoint"
+        widths = []
+        for encoder, output, fusion_input in (("audio", "hidden", "audio"), ("video", "embeddings", "video")):
+            produced, consumed = io[encoder][output][1][-1], io["fusion"][fusion_input][1][-1]
+            if not isinstance(consumed, int) or (isinstance(produced, int) and produced != consumed):
+                raise BundleError(f"{self.bundle}: the {encoder} graph gives {produced}-wide features, the fusion "
+                                  f"head takes {consumed}; {fix}")
+            widths.append(consumed)
+        size = self.manifest.image_size
+        pixels = [io["video"]["frames"][1]] + ([io["preprocess"]["pixels"][1]] if "preprocess" in io else [])
+        for shape in pixels:
+            if any(isinstance(d, int) and d != size for d in shape[-2:]):
+                raise BundleError(f"{self.bundle}: the manifest's image_size is {size}, the graphs take "
+                                  f"{shape[-2]}x{shape[-1]} frames; {fix}")
+        heads = {"logits": len(self.labels), "audio_logits": len(self.labels), "video_logits": len(self.labels)}
+        if "attributes" in io["fusion"]:
+            heads["attributes"] = len(self.manifest.attributes)
+        for output, want in heads.items():
+            got = io["fusion"][output][1][-1]
+            if got != want:
+                raise BundleError(f"{self.bundle}: fusion output {output!r} has {got} values per clip, the manifest "
+                                  f"names {want} {'labels' if output != 'attributes' else 'attributes'}; {fix}")
+        return widths[0], widths[1]
 
     # -- input checks ---------------------------------------------------------------------
     def _cut_to_window(self, seconds: float) -> str:
@@ -238,7 +284,7 @@ class Predictor:
             if e is not None:
                 v[i, : len(e)], vm[i, : len(e)] = e, 1
         outs = self.runners["fusion"].run({"audio": a, "audio_mask": am, "video": v, "video_mask": vm})
-        names = [o.name for o in self.manifest.graphs["fusion"].outputs]
+        names = self.runners["fusion"].outputs  # the graph's own output order: read by name
         return [{n: o[i] for n, o in zip(names, outs)} for i in range(B)]
 
     def _prediction(self, raw: dict, has_audio: bool, has_video: bool, timings, notes) -> Prediction:

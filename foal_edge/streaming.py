@@ -15,9 +15,9 @@ import threading
 import numpy as np
 
 from . import preprocess
-from .errors import InvalidInputError
+from .errors import CallbackError, InvalidInputError
 from .predictor import Prediction, Predictor
-from .validate import check_finite, check_positive
+from .validate import MAX_SECONDS, check_finite, check_positive
 
 
 class StreamingPredictor:
@@ -48,39 +48,64 @@ class StreamingPredictor:
 
     def reset(self) -> None:
         """Forget all audio and frames and start the clock again at 0 (a new session, or a
-        camera whose clock restarted)."""
+        camera whose clock restarted). The next chunk may come at another sample rate."""
         with self._lock:
-            self._audio = np.zeros(0, np.float32)  # at most one window
+            self._src_rate: int | None = None  # the rate chunks arrive at, fixed by the first one
+            self._audio = np.zeros(0, np.float32)  # at most one window, at the source rate
+            self._pushed = 0  # source samples pushed so far: the clock, exact over any chunking
             self._since_hop = 0
-            self._clock = 0.0  # seconds of audio pushed so far
             self._frames: collections.deque = collections.deque()  # (timestamp, embedding [D_v]), in time order
             self._last_timestamp = -np.inf
             self._latest: Prediction | None = None
 
+    @property
+    def _clock(self) -> float:
+        """Seconds of audio pushed so far."""
+        return self._pushed / self._src_rate if self._src_rate else 0.0
+
     def push_audio(self, chunk, sample_rate: int) -> Prediction | None:
-        """Append audio; returns a new prediction when a hop completes (else None)."""
+        """Append audio; returns a new prediction when a hop completes (else None). Chunks are
+        kept at their own rate and the window is resampled once per prediction, so the clock
+        is exact whatever the chunk size. If the callback raises, the chunk has been consumed
+        and its prediction made: a CallbackError says so (do not push the chunk again)."""
         from .validate import check_audio
 
         chunk = check_audio(chunk, sample_rate, 0)
-        if int(sample_rate) != self.rate:
-            chunk = preprocess.resample(chunk, int(sample_rate), self.rate)
+        src = int(sample_rate)
         result = None
         with self._lock:
-            self._audio = np.concatenate([self._audio, chunk])[-self.window_samples:]
-            self._clock += len(chunk) / self.rate
+            if self._src_rate is None:
+                self._src_rate = src
+            elif src != self._src_rate:
+                raise InvalidInputError(f"sample_rate changed from {self._src_rate} to {src} Hz in mid-stream; push "
+                                        "one rate per stream, or call reset() to start a new one")
+            window_src = int(np.ceil(self.window_samples * src / self.rate))
+            hop_src = max(1, int(round(self.hop_samples * src / self.rate)))
+            self._audio = np.concatenate([self._audio, chunk])[-window_src:]
+            self._pushed += len(chunk)
             self._since_hop += len(chunk)
-            if self._since_hop >= self.hop_samples and len(self._audio) >= self.predictor.min_samples:
-                self._since_hop %= self.hop_samples
+            enough = len(self._audio) * self.rate >= self.predictor.min_samples * src
+            if self._since_hop >= hop_src and enough:
+                self._since_hop %= hop_src
                 result = self._fuse_window()
         if result is not None and self.callback is not None:
-            self.callback(result)
+            try:
+                self.callback(result)
+            except Exception as exc:
+                raise CallbackError(f"the callback raised {type(exc).__name__}: {exc}. The chunk was consumed and "
+                                    "its prediction is latest(); do not push the chunk again") from exc
         return result
 
     def push_frame(self, frame, timestamp: float) -> None:
         """Encode one RGB uint8 frame [H, W, 3] now. `timestamp`: seconds on the audio clock
         (0 = the first audio sample pushed), not decreasing, at most one window ahead of the
         audio pushed so far; so the buffer stays bounded whatever the camera does."""
-        timestamp = check_finite("timestamp", timestamp, "a finite number of seconds on the audio clock")
+        timestamp = check_finite("timestamp", timestamp, "a finite number of seconds on the audio clock",
+                                 limit=MAX_SECONDS)
+        shape = np.shape(frame)
+        if len(shape) == 4 and shape[0] != 1:
+            raise InvalidInputError(f"push_frame takes one frame [H, W, 3], got {shape[0]} stacked {shape}: push "
+                                    "each frame with its own timestamp")
         with self._lock:
             if timestamp < self._last_timestamp:
                 raise InvalidInputError(f"frame timestamp {timestamp:g} s is before the previous frame's "
@@ -107,7 +132,9 @@ class StreamingPredictor:
         if current:
             stack = np.stack(current)
             embeddings = stack[preprocess.sample_frame_indices(len(stack), self.predictor.frames_per_clip)]
-        hidden = self.predictor.encode_audio(self._audio)
+        audio = self._audio if self._src_rate == self.rate else \
+            preprocess.resample(self._audio, self._src_rate, self.rate)[: self.window_samples]
+        hidden = self.predictor.encode_audio(audio)
         raw = self.predictor.fuse([hidden], [embeddings])[0]
         self._latest = self.predictor._prediction(raw, True, embeddings is not None, {}, [])
         return self._latest
@@ -121,4 +148,9 @@ class StreamingPredictor:
 
     @property
     def buffered_seconds(self) -> float:
-        return len(self._audio) / self.rate
+        return len(self._audio) / self._src_rate if self._src_rate else 0.0
+
+    @property
+    def clock(self) -> float:
+        """Seconds of audio pushed since the start (or reset())."""
+        return self._clock

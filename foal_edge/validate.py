@@ -18,23 +18,39 @@ def _is_number(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
 
 
-def check_finite(name: str, value, what: str = "a finite number") -> float:
-    """A finite number (bools and strings are not numbers here)."""
-    if not _is_number(value) or not np.isfinite(value):
-        raise InvalidInputError(f"{name} must be {what}, not {value!r}")
+MAX_FPS = 1000.0  # frames per second a camera or file may claim
+MAX_SECONDS = 1e12  # stream timestamps: beyond any clock (wall-clock seconds since 1970 are 1.7e9)
+MAX_FLOAT_AUDIO = 100.0  # float audio is in [-1, 1]; beyond this it is unscaled PCM or garbage
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_finite(name: str, value, what: str = "a finite number", limit: float = 1e15) -> float:
+    """A finite number with |value| <= limit (bools and strings are not numbers here)."""
+    try:
+        number = float(value) if _is_number(value) else None
+    except OverflowError:  # a Python int beyond float range
+        number = None
+    if number is None or not np.isfinite(number):
+        raise InvalidInputError(f"{name} must be {what}, not {_short(value)}")
+    if abs(number) > limit:
+        raise InvalidInputError(f"{name} must be {what} of at most {limit:g} in size, not {_short(value)}")
+    return number
+
+
+def check_positive(name: str, value, what: str = "a positive number", limit: float = 1e15) -> float:
+    """A finite number in (0, limit]."""
+    if check_finite(name, value, what, limit) <= 0:
+        raise InvalidInputError(f"{name} must be {what}, not {_short(value)}")
     return float(value)
 
 
-def check_positive(name: str, value, what: str = "a positive number") -> float:
-    """A finite number > 0."""
-    if check_finite(name, value, what) <= 0:
-        raise InvalidInputError(f"{name} must be {what}, not {value!r}")
-    return float(value)
-
-
-def check_integer(name: str, value, minimum: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InvalidInputError(f"{name} must be {what}, not {value!r}")
+def check_integer(name: str, value, minimum: int, what: str, maximum: int = 1 << 31) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not minimum <= value <= maximum:
+        raise InvalidInputError(f"{name} must be {what} ({minimum}..{maximum}), not {_short(value)}")
     return int(value)
 
 
@@ -48,16 +64,18 @@ def check_audio(audio, sample_rate, min_samples: int) -> np.ndarray:
     """-> float32 mono [S] (int PCM scaled to [-1, 1)); the caller resamples."""
     if sample_rate is None:
         raise InvalidInputError("sample_rate is missing: pass the audio's rate in Hz (e.g. sample_rate=16000)")
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(sample_rate) or sample_rate != int(sample_rate):
-        raise InvalidInputError(f"sample_rate must be a whole number of Hz, not {sample_rate!r}")
-    if not 1000 <= int(sample_rate) <= MAX_SAMPLE_RATE:
-        raise InvalidInputError(f"sample_rate {sample_rate} Hz is outside 1000..{MAX_SAMPLE_RATE} Hz; "
+    rate = check_finite("sample_rate", sample_rate, "a whole number of Hz", limit=1e300)
+    if rate != int(rate):
+        raise InvalidInputError(f"sample_rate must be a whole number of Hz, not {_short(sample_rate)}")
+    if not 1000 <= rate <= MAX_SAMPLE_RATE:
+        raise InvalidInputError(f"sample_rate {_short(sample_rate)} Hz is outside 1000..{MAX_SAMPLE_RATE} Hz; "
                                 "pass the rate the audio was recorded at")
     try:
         audio = np.asarray(audio)
     except Exception as exc:
         raise InvalidInputError(f"audio must be a numpy array of samples ({exc})") from None
+    if audio.dtype.kind in "fi" and not audio.dtype.isnative:  # big-endian samples: same values, native order
+        audio = audio.astype(audio.dtype.newbyteorder("="))
     if audio.dtype not in (np.float32, np.float64, np.int16, np.int32):
         raise InvalidInputError(f"audio dtype {audio.dtype} is not supported: pass float32/float64 in [-1, 1] "
                                 "or int16/int32 PCM")
@@ -68,9 +86,14 @@ def check_audio(audio, sample_rate, min_samples: int) -> np.ndarray:
                                 "mix it down yourself (audio.mean(axis=1)) or pick a channel")
     if audio.size == 0:
         raise InvalidInputError("audio is empty")
+    if audio.dtype.kind == "f":
+        if not np.isfinite(audio).all():
+            raise InvalidInputError("audio contains NaN or Inf samples; clean the signal before predicting")
+        peak = float(np.abs(audio).max()) if audio.size else 0.0
+        if peak > MAX_FLOAT_AUDIO:
+            raise InvalidInputError(f"float audio peaks at {peak:.3g}; float samples belong in [-1, 1]: if these are "
+                                    "int16 PCM values stored as floats, divide by 32768 (int32: 2147483648)")
     audio = preprocess.pcm_to_float(audio)
-    if not np.isfinite(audio).all():
-        raise InvalidInputError("audio contains NaN or Inf samples; clean the signal before predicting")
     if audio.size < min_samples * sample_rate / 16000:
         raise InvalidInputError(f"audio is {audio.size} samples ({1000 * audio.size / sample_rate:.1f} ms); "
                                 f"at least 25 ms are needed for one WavLM frame")
@@ -80,7 +103,7 @@ def check_audio(audio, sample_rate, min_samples: int) -> np.ndarray:
 def check_frames(frames, fps) -> np.ndarray:
     """-> uint8 [N, H, W, 3]."""
     if fps is not None:
-        check_positive("fps", fps, "a positive number of frames per second")
+        check_positive("fps", fps, "a positive number of frames per second", limit=MAX_FPS)
     if isinstance(frames, (list, tuple)):
         if not frames:
             raise InvalidInputError("frames is an empty list; pass at least one RGB frame (or frames=None)")

@@ -1,8 +1,21 @@
 import logging
+import os
 
 import pytest
 
 logging.getLogger("training.encoders").setLevel(logging.ERROR)  # random-weight notices
+
+
+@pytest.fixture(scope="session", autouse=True)
+def graph_cache(tmp_path_factory):
+    """Predictors cache optimised graphs here, not in the user's ~/.cache."""
+    old = os.environ.get("FOAL_EDGE_CACHE")
+    os.environ["FOAL_EDGE_CACHE"] = str(tmp_path_factory.mktemp("graph-cache"))
+    yield os.environ["FOAL_EDGE_CACHE"]
+    if old is None:
+        os.environ.pop("FOAL_EDGE_CACHE", None)
+    else:
+        os.environ["FOAL_EDGE_CACHE"] = old
 
 
 @pytest.fixture

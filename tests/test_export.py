@@ -35,7 +35,7 @@ def test_versions_pinned_and_manifest_complete(tiny_bundle):
             continue
         assert g.parity["fp32_vs_eager"]["max_abs_diff"] <= 1e-4
     raw = json.loads((bundle / "manifest.json").read_text())
-    assert raw["schema_version"] == 1
+    assert raw["schema_version"] == 2
     assert not list(bundle.glob("*.pkl")) and not list(bundle.glob("*.pt"))
 
 
@@ -108,3 +108,28 @@ def test_build_engine_help_explains_every_flag(capsys):
                  "--max-audio-seconds", "--workspace-mb", "--timing-cache", "--opset"):
         assert flag in text
     assert all(a.help for a in build_parser()._actions)
+
+
+def test_auto_precision_picks_int8_only_where_it_is_faster_and_keeps_labels(tiny_bundle, tmp_path):
+    from export import parity
+    from export.build_engine import MIN_INT8_CLIPS, MIN_INT8_SPEEDUP, choose_cpu_precision
+    from export.bundle import derive_bundle
+    from foal_edge.backends.onnxruntime import OnnxRuntimeRunner
+    from training.model import FoalNet
+
+    ckpt, bundle = tiny_bundle
+    int8 = derive_bundle(bundle, tmp_path / "int8", "int8")
+    r32 = {n: OnnxRuntimeRunner(bundle / g.file) for n, g in load_manifest(bundle).graphs.items()}
+    r8 = {n: OnnxRuntimeRunner(int8 / g.file) for n, g in load_manifest(int8).graphs.items()}
+    inputs = parity.clip_inputs(FoalNet.load(ckpt).config, range(3))
+    good = {"clips": MIN_INT8_CLIPS, "label_agreement": 1.0}
+    # Labels not kept, or not measured on enough clips: FP32 everywhere, and the log says why.
+    for report in ({"clips": MIN_INT8_CLIPS, "label_agreement": 0.98}, {"clips": 3, "label_agreement": 1.0}, None):
+        choice = choose_cpu_precision(r32, r8, report, inputs)
+        assert choice["graphs"] == {"audio": "fp32", "video": "fp32", "fusion": "fp32"}
+        assert "FP32" in choice["why"]
+    # Labels kept: each encoder goes INT8 exactly when it measured faster here.
+    choice = choose_cpu_precision(r32, r8, good, inputs, rounds=3)
+    assert choice["graphs"]["fusion"] == "fp32"
+    for name in ("audio", "video"):
+        assert choice["graphs"][name] == ("int8" if choice["speedup"][name] >= MIN_INT8_SPEEDUP else "fp32")

@@ -162,7 +162,7 @@ def test_damaged_bundles_are_refused(tiny_bundle, tmp_path):
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="schema version"):
         Predictor(bundle)
-    manifest["schema_version"] = 1
+    manifest["schema_version"] = 2
     manifest["graphs"]["audio"]["file"] = "../../etc/passwd"
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="outside the bundle"):
@@ -219,3 +219,28 @@ def test_a_videos_stereo_track_is_mixed_to_mono(predictor, tmp_path, codec, samp
     got = predictor.predict_files(video_path=path)
     want = predictor.predict(audio=audio, sample_rate=rate, frames=frames, fps=fps)
     assert got.modalities == ("audio", "video") and got.probabilities == want.probabilities
+
+
+def test_optimised_graphs_are_cached_and_give_the_same_answer(tiny_bundle, tmp_path):
+    cache = tmp_path / "cache"
+    audio, frames = _clip(3)
+    fresh = Predictor(tiny_bundle[1], backend="onnxruntime-cpu", graph_cache=None)
+    first = Predictor(tiny_bundle[1], backend="onnxruntime-cpu", graph_cache=cache)
+    again = Predictor(tiny_bundle[1], backend="onnxruntime-cpu", graph_cache=cache)
+    assert {r.cached for r in fresh.runners.values()} == {None}
+    assert {r.cached for r in first.runners.values()} == {"written"}
+    assert {r.cached for r in again.runners.values()} == {"hit"}
+    want = fresh.predict(audio=audio, sample_rate=16000, frames=frames).probabilities
+    for p in (first, again):
+        got = p.predict(audio=audio, sample_rate=16000, frames=frames).probabilities
+        assert max(abs(got[k] - want[k]) for k in want) <= 1e-6
+    # A damaged entry is dropped and written again, not trusted and not fatal.
+    for model in cache.glob("ort-optimized/*/model.onnx"):
+        model.write_bytes(b"not a graph")
+    healed = Predictor(tiny_bundle[1], backend="onnxruntime-cpu", graph_cache=cache)
+    assert {r.cached for r in healed.runners.values()} == {"written"}
+    got = healed.predict(audio=audio, sample_rate=16000, frames=frames).probabilities
+    assert max(abs(got[k] - want[k]) for k in want) <= 1e-6
+    # Without the hash check there is no key to trust: no cache.
+    unverified = Predictor(tiny_bundle[1], backend="onnxruntime-cpu", graph_cache=cache, verify=False)
+    assert {r.cached for r in unverified.runners.values()} == {None}

@@ -7,12 +7,20 @@ several threads.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import BackendUnavailableError, BundleError, InferenceError
+
+
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8",
+               "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool",
+               "tensor(double)": "float64"}
 
 
 def import_onnxruntime():
@@ -52,6 +60,33 @@ def _runtime_errors(ort) -> tuple[type[BaseException], ...]:
     return found or (RuntimeError,)
 
 
+def default_cache_dir() -> Path | None:
+    """Where optimised CPU graphs are kept: $FOAL_EDGE_CACHE ("off" disables the cache), else
+    $XDG_CACHE_HOME/foal-edge, else ~/.cache/foal-edge."""
+    env = os.environ.get("FOAL_EDGE_CACHE")
+    if env is not None:
+        return None if env.strip().lower() in ("", "0", "off", "none") else Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "foal-edge"
+
+
+def _cpu_signature() -> str:
+    """The CPU model and instruction-set flags: an optimised graph may hold kernels and weight
+    layouts chosen for them (NCHWc blocks, prepacked GEMM panels), so it is cached per CPU."""
+    model, flags = "", ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and not model:
+                    model = value.strip()
+                elif key.strip() in ("flags", "Features") and not flags:
+                    flags = value.strip()
+    except OSError:
+        pass
+    return f"{model}|{flags}|{os.uname().machine}"
+
+
 def cuda_available() -> bool:
     try:
         return "CUDAExecutionProvider" in import_onnxruntime().get_available_providers()
@@ -61,7 +96,11 @@ def cuda_available() -> bool:
 
 class OnnxRuntimeRunner:
     def __init__(self, path, device: str = "cpu", device_id: int = 0, threads: int | None = None,
-                 precision: str = "fp32", exact_fp32: bool = False):
+                 precision: str = "fp32", exact_fp32: bool = False, cache_key: str | None = None,
+                 cache_dir: Path | None = None):
+        """cache_key (the graph's sha256 from the manifest) with cache_dir: on CPU, the graph as
+        ONNX Runtime optimised it is saved there on first load and loaded from there afterwards,
+        so a large bundle does not spend seconds optimising at every start."""
         ort = import_onnxruntime()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -80,16 +119,73 @@ class OnnxRuntimeRunner:
             if exact_fp32:  # no TF32 (10-bit mantissa) MatMuls: frame resampling must stay within a grey level
                 cuda["use_tf32"] = "0"
             providers = [("CUDAExecutionProvider", cuda)] + providers
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf classes
-            raise BundleError(f"{path}: ONNX Runtime cannot load this graph ({exc}); the file is corrupt or "
-                              "from an incompatible export: rebuild the bundle") from exc
+        self.cached = None  # "hit" | "written" | None (no cache)
+        self.session = None
+        entry = None
+        if device == "cpu" and cache_key and cache_dir:
+            key = hashlib.sha256(f"{cache_key}|{ort.__version__}|{precision}|{int(options.graph_optimization_level)}|"
+                                 f"{_cpu_signature()}".encode()).hexdigest()[:32]
+            entry = Path(cache_dir) / "ort-optimized" / f"{Path(path).stem}-{key}"
+            self.session = self._load_cached(ort, entry, options, providers)
+        if self.session is None:
+            self.session = self._create(ort, path, options, providers, entry)
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
+        # What the graph file itself declares: {name: (dtype, shape with None/str for dynamic)}
+        self.io = {v.name: (_ORT_DTYPES.get(v.type, v.type), list(v.shape))
+                   for v in self.session.get_inputs() + self.session.get_outputs()}
         self.device, self.device_id = device, device_id
         self.path = Path(path)
         self._errors = _runtime_errors(ort)
+
+    def _load_cached(self, ort, entry: Path, options, providers):
+        """The session from a cached optimised graph, or None (absent or unreadable: it is then
+        removed and rebuilt). The optimisations are already applied, so none run again."""
+        model = entry / "model.onnx"
+        if not model.is_file():
+            return None
+        cached = ort.SessionOptions()
+        cached.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        cached.intra_op_num_threads = options.intra_op_num_threads
+        cached.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(str(model), cached, providers=providers)
+        except Exception:  # a cache entry from a crash or another build: drop it
+            shutil.rmtree(entry, ignore_errors=True)
+            return None
+        self.cached = "hit"
+        return session
+
+    def _create(self, ort, path, options, providers, entry: Path | None):
+        """Load and optimise the bundle's graph; with `entry`, save the optimised graph there
+        (written to a temporary directory, then renamed, so readers never see half of it)."""
+        tmp = None
+        if entry is not None:
+            try:
+                entry.parent.mkdir(parents=True, exist_ok=True)
+                tmp = Path(tempfile.mkdtemp(prefix=entry.name + ".", dir=entry.parent))
+                options.optimized_model_filepath = str(tmp / "model.onnx")
+                # Weights in a side file: a large graph cannot be one protobuf (2 GB limit).
+                options.add_session_config_entry("session.optimized_model_external_initializers_file_name",
+                                                 "model.data")
+                options.add_session_config_entry(
+                    "session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+            except OSError:  # a read-only home: run without the cache
+                tmp = None
+        try:
+            session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf classes
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise BundleError(f"{path}: ONNX Runtime cannot load this graph ({exc}); the file is corrupt or "
+                              "from an incompatible export: rebuild the bundle") from exc
+        if tmp is not None:
+            try:
+                os.rename(tmp, entry)
+                self.cached = "written"
+            except OSError:  # another process cached it first
+                shutil.rmtree(tmp, ignore_errors=True)
+        return session
 
     def run(self, feeds: dict, keep_on_device: bool = False) -> list:
         """Run the graph. Feeds are numpy arrays or OrtValues (outputs of another runner's

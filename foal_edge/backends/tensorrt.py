@@ -52,6 +52,9 @@ class TensorRTRunner:
             is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             (self.inputs if is_input else self.outputs).append(name)
         self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in self.inputs + self.outputs}
+        # What the engine itself declares: {name: (dtype, shape with None for dynamic)}
+        self.io = {n: (self.dtypes[n].name, [None if d < 0 else int(d) for d in self.engine.get_tensor_shape(n)])
+                   for n in self.inputs + self.outputs}
         # Largest shapes: each input's profile max; outputs from setting every input to its max.
         self.max_shapes = {n: tuple(self.engine.get_tensor_profile_shape(n, 0)[2]) for n in self.inputs}
         for n, shape in self.max_shapes.items():
