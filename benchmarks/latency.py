@@ -478,7 +478,7 @@ def markdown(results: dict) -> str:
                  f"{k.replace('_', ' ')} {v:.0f}" for k, v in results.get("cpu_gemm_peaks_gflops", {
                      "torch_fp32": results["matmul_peak_gflops"]}).items())
              + f"; stages are shown against the best ({results['matmul_peak_gflops']:.0f}) and torch FP32.",
-             *([f"GPU matmul peaks measured in this run (TFLOP/s): " + ", ".join(
+             *(["GPU matmul peaks measured in this run (TFLOP/s): " + ", ".join(
                  f"{k} {v:.0f}" for k, v in results["gpu_matmul_peak_tflops"].items())]
                if "gpu_matmul_peak_tflops" in results else []),
              f"End-to-end frames: {results.get('frame_size', '?')}.",

@@ -67,7 +67,6 @@ def frames_of(h: int, w: int, n: int) -> np.ndarray:
 
 
 def run(args) -> dict:
-    import onnxruntime as ort
     from PIL import Image
 
     from export.graphs import PREPROCESS_SPEC, PreprocessGraph
@@ -137,7 +136,7 @@ def run(args) -> dict:
 
 def markdown(results: dict) -> str:
     m = results["machine"]
-    lines = [f"# Frame preprocessing per frame, CPU", "",
+    lines = ["# Frame preprocessing per frame, CPU", "",
              f"Machine: {m['cpu']}, {m['cores']} cores; Pillow {m['pillow']}, numpy {m['numpy']}, "
              f"onnxruntime {m['onnxruntime']}. Batch of {results['batch']} frames for the all-core and graph rows; "
              f"{results['iters']} interleaved repetitions.", "", f"Command: `{results['command']}`", "",

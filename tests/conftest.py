@@ -1,5 +1,7 @@
+import json
 import logging
 import os
+import shutil
 
 import pytest
 
@@ -66,3 +68,26 @@ def tiny_bundle(tmp_path_factory):
     build(["--checkpoint", str(root / "ckpt"), "--out", str(root / "bundle"), "--target", "onnx",
            "--precision", "fp32", "--parity-clips", "3"])
     return root / "ckpt", root / "bundle"
+
+
+@pytest.fixture
+def bundle_copy(tiny_bundle, tmp_path):
+    """A copy of the tiny bundle to damage."""
+    dst = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle[1], dst)
+    return dst
+
+
+def edit_manifest(bundle, fn):
+    """Apply fn to the bundle's manifest JSON (a dict) in place."""
+    m = json.loads((bundle / "manifest.json").read_text())
+    fn(m)
+    (bundle / "manifest.json").write_text(json.dumps(m))
+
+
+@pytest.fixture(scope="session")
+def predictor(tiny_bundle):
+    """One CPU Predictor of the tiny bundle, shared (predictors are thread-safe and keep no state)."""
+    from foal_edge import Predictor
+
+    return Predictor(tiny_bundle[1], backend="onnxruntime-cpu")

@@ -18,27 +18,19 @@ from foal_edge import (BundleError, CallbackError, FoalEdgeError, InvalidInputEr
 from foal_edge.__main__ import main as cli
 from foal_edge.manifest import sha256_file
 
+from .conftest import edit_manifest
+
 RNG = np.random.default_rng(1)
 AUDIO = (0.1 * RNG.standard_normal(24000)).astype(np.float32)
 FRAMES = RNG.integers(0, 255, (4, 60, 80, 3), dtype=np.uint8)
 
 
-@pytest.fixture(scope="module")
-def predictor(tiny_bundle):
-    return Predictor(tiny_bundle[1], backend="onnxruntime-cpu")
-
-
 @pytest.fixture
-def bundle(tiny_bundle, tmp_path):
-    dst = tmp_path / "bundle"
-    shutil.copytree(tiny_bundle[1], dst)
-    return dst
+def bundle(bundle_copy):
+    return bundle_copy
 
 
-def edit(bundle, fn):
-    m = json.loads((bundle / "manifest.json").read_text())
-    fn(m)
-    (bundle / "manifest.json").write_text(json.dumps(m))
+edit = edit_manifest
 
 
 def answer(p):

@@ -12,11 +12,6 @@ from foal_edge import BundleError, InvalidInputError, Predictor, StreamingPredic
 from foal_edge import preprocess
 
 
-@pytest.fixture(scope="module")
-def predictor(tiny_bundle):
-    return Predictor(tiny_bundle[1], backend="onnxruntime-cpu")
-
-
 def _clip(seed, seconds=2.0):
     from training.synthetic import make_clip
 
