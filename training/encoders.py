@@ -7,6 +7,7 @@ that export turns into graphs): plain tensors in, plain tensors out.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -15,6 +16,9 @@ from torch import nn
 from .config import AudioConfig, VideoConfig
 
 log = logging.getLogger(__name__)
+# transformers' WavLM passes a float position bias with a bool padding mask; torch warns once
+# per call site that mixing them is deprecated. The result is right (tests/test_model.py).
+warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask and attn_mask")
 
 
 def conv_output_length(samples: torch.Tensor | int, kernels, strides):
@@ -72,14 +76,17 @@ class AudioEncoder(nn.Module):
             mean = waveform.mean(dim=1, keepdim=True)
             var = waveform.var(dim=1, keepdim=True, unbiased=False)
             x = (waveform - mean) / torch.sqrt(var + 1e-7)
-        else:
-            valid = (torch.arange(waveform.shape[1], device=waveform.device)[None, :] < lengths[:, None])
-            valid = valid.to(waveform.dtype)  # [B, S]
-            n = valid.sum(dim=1, keepdim=True).clamp(min=1.0)
-            mean = (waveform * valid).sum(dim=1, keepdim=True) / n
-            var = (((waveform - mean) * valid) ** 2).sum(dim=1, keepdim=True) / n
-            x = (waveform - mean) / torch.sqrt(var + 1e-7) * valid  # padding stays zero
-        return self.wavlm(x).last_hidden_state  # [B, T_a, D_a]
+            return self.wavlm(x).last_hidden_state  # [B, T_a, D_a]
+        valid = (torch.arange(waveform.shape[1], device=waveform.device)[None, :] < lengths[:, None])
+        n = valid.sum(dim=1, keepdim=True).clamp(min=1).to(waveform.dtype)
+        fvalid = valid.to(waveform.dtype)  # [B, S]
+        mean = (waveform * fvalid).sum(dim=1, keepdim=True) / n
+        var = (((waveform - mean) * fvalid) ** 2).sum(dim=1, keepdim=True) / n
+        x = (waveform - mean) / torch.sqrt(var + 1e-7) * fvalid  # padding stays zero
+        # The attention mask keeps padded frames out of self-attention and the relative
+        # position bias: a clip padded in a batch gets the features it gets alone (which is
+        # what the runtime computes, one clip at a time, unpadded).
+        return self.wavlm(x, attention_mask=valid.long()).last_hidden_state  # [B, T_a, D_a]
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

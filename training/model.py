@@ -163,15 +163,25 @@ class FoalNet(nn.Module):
         video = batch["video_embeddings"] if "video_embeddings" in batch else self.encode_video(batch["frames"])
         video_mask = batch["video_mask"].to(audio.dtype)
         labels = batch["labels"]
+        # Missing modalities (VAVL's setting): a clip trains the heads it can. has_audio /
+        # has_video are absent when every clip has both.
+        has_a = batch.get("has_audio", torch.ones_like(labels, dtype=torch.bool))
+        has_v = batch.get("has_video", torch.ones_like(labels, dtype=torch.bool))
+        both = has_a & has_v
 
         outputs = self.fusion(audio, audio_mask, video, video_mask)
         logits, audio_logits, video_logits = outputs[:3]
         out = {"logits": logits, "audio_logits": audio_logits, "video_logits": video_logits}
-        out["ce"] = F.cross_entropy(logits, labels)
-        out["ce_unimodal"] = 0.5 * (F.cross_entropy(audio_logits, labels) + F.cross_entropy(video_logits, labels))
+        zero = logits.sum() * 0.0  # keeps the graph (and DDP) happy when a part has no clips
+        ce = lambda x, keep: F.cross_entropy(x[keep], labels[keep]) if keep.any() else zero  # noqa: E731
+        out["ce"] = ce(logits, both)
+        out["ce_unimodal"] = 0.5 * (ce(audio_logits, has_a) + ce(video_logits, has_v))
         total = w.emotion * (out["ce"] + w.unimodal * out["ce_unimodal"])
+        if not both.all():  # the auxiliary tasks pair the modalities: clips with both only
+            audio, audio_mask, video, video_mask, labels = (
+                audio[both], audio_mask[both], video[both], video_mask[both], labels[both])
 
-        if w.avel > 0 or w.mem > 0:
+        if (w.avel > 0 or w.mem > 0) and len(labels) > 1:
             pa = self.avel_audio(masked_mean(audio, audio_mask))
             pv = self.avel_video(masked_mean(video, video_mask))
             avel, _ = losses.avel_loss(losses.gather_across_ranks(pa), losses.gather_across_ranks(pv),
@@ -190,8 +200,8 @@ class FoalNet(nn.Module):
 
         if len(outputs) > 3:
             out["attributes"] = outputs[3]
-            if "attributes" in batch and w.attributes > 0:
-                out["ccc"] = losses.ccc_loss(outputs[3], batch["attributes"], w.ccc)
+            if "attributes" in batch and w.attributes > 0 and int(both.sum()) > 1:
+                out["ccc"] = losses.ccc_loss(outputs[3][both], batch["attributes"][both], w.ccc)
                 total = total + w.attributes * out["ccc"]
         out["loss"] = total
         return out

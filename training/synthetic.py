@@ -6,12 +6,15 @@
 happy by the reader) and "frustrated" turns (left out and reported).
 
 The emotions form a 2 x 2 design, so that neither modality alone separates the four
-classes and fusion can:
+classes well and fusion can:
 - the voice carries AROUSAL (happy, angry: high; neutral, sad: low) through pitch level,
   pitch movement, syllable rate and brightness; WavLM's waveform normalisation removes
   loudness, so loudness is random;
 - the drawn face carries VALENCE (happy, neutral: pleasant; angry, sad: unpleasant)
   through the mouth's curve and the brows' slant.
+- and, weaker, the voice carries valence too (each syllable's pitch glides up when pleasant,
+  down when not; `voice_valence`, 0 gives the first corpus, where the modalities shared
+  nothing and AVEL/MEM had nothing to learn).
 Every speaker has their own pitch, face colour, size and position, and every utterance
 gets noise and random strength of its cues.
 """
@@ -44,9 +47,19 @@ def _speaker(rng: np.random.Generator, gender: str) -> dict:
     }
 
 
-def speak(rng: np.random.Generator, speaker: dict, code: str, seconds: float) -> np.ndarray:
-    """A voiced, syllabic signal whose pitch level, movement, rate and brightness follow arousal."""
+VOICE_VALENCE = 0.5  # strength of the shared cue: valence in the voice as well as the face
+
+
+def speak(rng: np.random.Generator, speaker: dict, code: str, seconds: float,
+          voice_valence: float = VOICE_VALENCE) -> np.ndarray:
+    """A voiced, syllabic signal whose pitch level, movement, rate and brightness follow
+    arousal; with `voice_valence` > 0 each syllable's pitch also glides up (pleasant) or
+    down (unpleasant), a weaker cue that the face shows strongly: the cue both modalities
+    share, which gives audio-video alignment (AVEL) and label matching (MEM) something to
+    learn, as speech and faces share emotion in real data."""
     high = AROUSAL[code]
+    # (no draw at 0, so the first corpus is reproduced exactly)
+    glide = voice_valence * (1 if PLEASANT[code] else -1) * 0.25 * rng.uniform(0.3, 1.0) if voice_valence else 0.0
     strength = rng.uniform(0.6, 1.0)  # how clearly this utterance shows its arousal
     f0 = speaker["f0"] * (1 + (0.5 if high else 0.0) * strength) * rng.uniform(0.95, 1.05)
     rate = (5.5 if high else 2.8) * rng.uniform(0.85, 1.15)  # syllables per second
@@ -60,7 +73,7 @@ def speak(rng: np.random.Generator, speaker: dict, code: str, seconds: float) ->
         length = min(rng.uniform(0.6, 1.0) / rate, seconds - pos)
         seg = (t >= pos) & (t < pos + length)
         u = (t[seg] - pos) / length
-        contour = f0 * (1 + swing * np.sin(np.pi * u) * rng.choice([-1, 1]))
+        contour = f0 * (1 + swing * np.sin(np.pi * u) * rng.choice([-1, 1])) * (1 + glide * (u - 0.5))
         phase = 2 * np.pi * np.cumsum(contour) / SAMPLE_RATE
         voice = sum(tilt ** (h - 1) * np.sin(h * phase) for h in range(1, 9))
         out[seg] += voice * np.sin(np.pi * u) ** 2  # syllable envelope
@@ -103,7 +116,8 @@ def draw_face(rng: np.random.Generator, speaker: dict, code: str | None, strengt
 
 
 def write_dialog(root: Path, rng: np.random.Generator, session: int, lead: str, index: int,
-                 speakers: dict, turns: int) -> None:
+                 speakers: dict, turns: int, voice_valence: float = VOICE_VALENCE,
+                 seconds: tuple[float, float] = (1.6, 3.2)) -> None:
     import av
     import soundfile as sf
 
@@ -122,13 +136,13 @@ def write_dialog(root: Path, rng: np.random.Generator, session: int, lead: str, 
     counts = {"F": 0, "M": 0}
     for i, code in enumerate(codes):
         gender = "FM"[(i + (lead == "M")) % 2]
-        seconds = float(rng.uniform(1.6, 3.2))
+        length = float(rng.uniform(*seconds))
         turn = f"{dialog}_{gender}{counts[gender]:03d}"
         counts[gender] += 1
-        sf.write(str(wav_dir / f"{turn}.wav"), speak(rng, speakers[gender], code, seconds), SAMPLE_RATE,
-                 subtype="PCM_16")
+        sf.write(str(wav_dir / f"{turn}.wav"), speak(rng, speakers[gender], code, length, voice_valence),
+                 SAMPLE_RATE, subtype="PCM_16")
         v, a, dd = (min(5.0, max(1.0, x + rng.choice([-0.5, 0.0, 0.0, 0.5]))) for x in VAD[code])
-        start, end = clock, clock + seconds
+        start, end = clock, clock + length
         lines += [f"[{start:.4f} - {end:.4f}]\t{turn}\t{code}\t[{v:.4f}, {a:.4f}, {dd:.4f}]",
                   f"C-E1:\t{code};\t()", ""]
         schedule.append((start, end, gender, code, float(rng.uniform(0.5, 1.0))))
@@ -155,25 +169,33 @@ def write_dialog(root: Path, rng: np.random.Generator, session: int, lead: str, 
 
 
 def make_corpus(out, sessions: int = 5, dialogs_per_session: int = 2, turns_per_dialog: int = 60,
-                seed: int = 1234) -> Path:
+                seed: int = 1234, voice_valence: float = VOICE_VALENCE,
+                seconds: tuple[float, float] = (1.6, 3.2)) -> Path:
     out = Path(out)
     for session in range(1, sessions + 1):
         rng = np.random.default_rng([seed, session])
         speakers = {g: _speaker(rng, g) for g in "FM"}
         for index in range(1, dialogs_per_session + 1):
-            write_dialog(out, rng, session, "FM"[(index - 1) % 2], index, speakers, turns_per_dialog)
+            write_dialog(out, rng, session, "FM"[(index - 1) % 2], index, speakers, turns_per_dialog,
+                         voice_valence, seconds)
     return out
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m training.synthetic", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="directory to write the corpus into (IEMOCAP layout)")
-    p.add_argument("--sessions", type=int, default=5)
-    p.add_argument("--dialogs", type=int, default=2, help="dialogs per session")
+    p.add_argument("--sessions", type=int, default=5, help="sessions (IEMOCAP has 5; one test fold each)")
+    p.add_argument("--dialogs", type=int, default=2, help="dialogs per session (one video file each)")
     p.add_argument("--turns", type=int, default=60, help="turns per dialog")
-    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--seconds", type=float, nargs=2, default=(1.6, 3.2), metavar=("MIN", "MAX"),
+                   help="turn length range in seconds")
+    p.add_argument("--voice-valence", type=float, default=VOICE_VALENCE,
+                   help="strength of valence in the voice, the cue both modalities share (0: none)")
+    p.add_argument("--seed", type=int, default=1234, help="corpus seed (speakers, labels, noise)")
     args = p.parse_args(argv)
-    make_corpus(args.out, args.sessions, args.dialogs, args.turns, args.seed)
+    make_corpus(args.out, args.sessions, args.dialogs, args.turns, args.seed, args.voice_valence,
+                tuple(args.seconds))
     from .data.iemocap import read_iemocap
 
     print(f"wrote {args.out}: " + read_iemocap(args.out, sessions=range(1, args.sessions + 1)).report())

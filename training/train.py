@@ -62,6 +62,35 @@ def read_corpus(args):
     return corpus
 
 
+def validation_session(sessions: list[int], test_session: int) -> int:
+    """The training session held out for model selection: the one after the test session
+    (cyclically). IEMOCAP's speakers are per session, so validation speakers are unseen."""
+    ordered = sorted(sessions)
+    return ordered[(ordered.index(test_session) + 1) % len(ordered)]
+
+
+def with_modalities(clips, modality: str, missing: float, seed: int):
+    """Copies of the clips with the modalities training may use: every clip (modality
+    "both"), one modality for all (the unimodal baselines), or with `missing` > 0 that
+    fraction of clips losing one modality, audio or video at random (VAVL's setting)."""
+    import dataclasses
+
+    rng = np.random.default_rng([seed, 99])
+    out = []
+    for c in clips:
+        has_a, has_v = modality != "video", modality != "audio"
+        if modality == "both" and missing > 0 and rng.random() < missing:
+            has_a, has_v = (False, True) if rng.random() < 0.5 else (True, False)
+        out.append(dataclasses.replace(c, has_audio=has_a, has_video=has_v))
+    return out
+
+
+def smoothed(history: list[dict], key: str, window: int) -> float:
+    """Mean of `key` over the last `window` epochs: selection that a single lucky or
+    saturated epoch cannot decide."""
+    return float(np.mean([h[key] for h in history[-window:]]))
+
+
 def split_validation(clips, fraction: float, seed: int):
     """A validation split stratified by label, carved from the training clips."""
     rng = np.random.default_rng(seed)
@@ -158,11 +187,20 @@ def train_fold(args, cfg, corpus_clips, test_session: int, out: Path, rank: int,
     device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(args.seed)
     model = FoalNet(cfg, wavlm=args.wavlm, clip=args.clip)
+    if args.init:
+        init_encoders(model, args.init)
+    if cfg.freeze_video and not all(c.embeddings is not None for c in corpus_clips):
+        EmbeddingCache(args.cache, model.video_encoder, cfg).fill(corpus_clips)
     train_clips = [c for c in corpus_clips if c.session != test_session]
     test_clips = [c for c in corpus_clips if c.session == test_session]
-    train_clips, val_clips = split_validation(train_clips, args.val_fraction, args.seed)
-    if cfg.freeze_video:
-        EmbeddingCache(args.cache, model.video_encoder, cfg).fill(corpus_clips)
+    if args.val == "session":
+        held_out = validation_session(sorted({c.session for c in corpus_clips}), test_session)
+        val_clips = [c for c in train_clips if c.session == held_out]
+        train_clips = [c for c in train_clips if c.session != held_out]
+    else:
+        train_clips, val_clips = split_validation(train_clips, args.val_fraction, args.seed)
+    train_clips = with_modalities(train_clips, args.modality, args.missing, args.seed)
+    head = {"both": "fused", "audio": "audio", "video": "video"}[args.modality]  # what the run is about
     model.to(device)
     trained = {"wavlm_conv_features": False, "wavlm_transformer": True,
                "clip_tower": not cfg.freeze_video, "fusion": True}
@@ -188,7 +226,7 @@ def train_fold(args, cfg, corpus_clips, test_session: int, out: Path, rank: int,
         ddp_model = DistributedDataParallel(Step(model), find_unused_parameters=True)
 
     state_dir = out / STATE_DIR
-    history, best, start = [], {"epoch": -1, "UA": -1.0}, 0
+    history, best, start = [], {"epoch": -1, "UA": -1.0, "smoothed_UA": -1.0}, 0
     if args.resume and (state_dir / "state.json").is_file():
         meta = load_state(state_dir, model, optimizer, generators)
         history, best, start = meta["history"], meta["best"], meta["epoch"] + 1
@@ -233,16 +271,20 @@ def train_fold(args, cfg, corpus_clips, test_session: int, out: Path, rank: int,
             bar.set_postfix(loss=f"{np.mean(losses_seen):.3f}")
         val = evaluate(model, val_clips, cfg, args.batch_size, device)
         row = {"epoch": epoch + 1, "loss": float(np.mean(losses_seen)), "ce": float(np.mean(ce_seen)),
-               "val_UA": val["fused"]["UA"],
-               "val_WA": val["fused"]["WA"], "val_UA_audio": val["audio"]["UA"], "val_UA_video": val["video"]["UA"]}
+               "val_UA": val[head]["UA"], "val_WA": val[head]["WA"], "val_UA_fused": val["fused"]["UA"],
+               "val_UA_audio": val["audio"]["UA"], "val_UA_video": val["video"]["UA"]}
         history.append(row)
+        row["val_UA_smoothed"] = smoothed(history, "val_UA", args.select_window)
         if rank == 0:
             if not args.quiet:
                 print(f"fold {test_session} epoch {epoch + 1}/{args.epochs}: loss {row['loss']:.4f} "
                       f"val UA {row['val_UA']:.3f} WA {row['val_WA']:.3f} (audio-only UA {row['val_UA_audio']:.3f}, "
                       f"video-only UA {row['val_UA_video']:.3f})", flush=True)
-            if val["fused"]["UA"] > best["UA"]:
-                best = {"epoch": epoch + 1, "UA": val["fused"]["UA"]}
+            # Selection: the best mean validation UA over the last `select_window` epochs (the
+            # window's last epoch is kept); a later epoch wins ties, since the smoothing already
+            # guards against a lucky one.
+            if len(history) >= min(args.select_window, args.epochs) and row["val_UA_smoothed"] >= best["smoothed_UA"]:
+                best = {"epoch": epoch + 1, "UA": row["val_UA"], "smoothed_UA": row["val_UA_smoothed"]}
                 model.save(out)  # the selected model, as export takes it
             save_state(state_dir, model, optimizer, epoch, history, best, generators)
 
@@ -251,6 +293,10 @@ def train_fold(args, cfg, corpus_clips, test_session: int, out: Path, rank: int,
     selected = FoalNet.load(out).to(device)
     test = evaluate(selected, test_clips, cfg, args.batch_size, device)
     metrics = {"test_session": test_session, "selected_epoch": best["epoch"], "val_UA": best["UA"],
+               "val_UA_smoothed": best.get("smoothed_UA"), "selection": f"mean val UA over {args.select_window} epochs",
+               "validation": (f"session {validation_session(sorted({c.session for c in corpus_clips}), test_session)}"
+                              if args.val == "session" else f"{args.val_fraction:g} of the training clips"),
+               "modality": args.modality, "head": head, "missing": args.missing, "seed": args.seed,
                "train_clips": len(train_clips), "val_clips": len(val_clips), "test_clips": len(test_clips),
                "trained_parts": trained, "loss_weights": vars(cfg.loss), "history": history,
                "wall_seconds": round(time.time() - t0, 1), "test": test}
@@ -258,6 +304,15 @@ def train_fold(args, cfg, corpus_clips, test_session: int, out: Path, rank: int,
     plot_confusion(test["fused"]["confusion"], EMOTION_LABELS, out / "confusion.png",
                    f"session {test_session}: UA {test['fused']['UA']:.3f}, WA {test['fused']['WA']:.3f}")
     return metrics
+
+
+def init_encoders(model, checkpoint) -> None:
+    """Start both encoders from a trained checkpoint's (the stand-in for pretrained WavLM and
+    CLIP where those cannot be downloaded); the fusion and auxiliary heads start fresh."""
+    source = FoalNet.load(checkpoint)
+    for part in ("audio_encoder", "video_encoder"):
+        getattr(model, part).load_state_dict(getattr(source, part).state_dict())
+    log.info("encoders initialised from %s", checkpoint)
 
 
 def parse_weights(text: str) -> dict[str, float]:
@@ -280,6 +335,8 @@ def make_config(args):
         cfg.loss.avel = 0.0
     if args.no_mem:
         cfg.loss.mem = 0.0
+    if args.modality != "both":  # a unimodal baseline: one encoder and its head, nothing paired
+        cfg.loss.avel = cfg.loss.mem = cfg.loss.attributes = 0.0
     if args.task == "attributes":
         cfg.loss.emotion = 0.0
     if args.task in ("attributes", "both"):
@@ -290,27 +347,48 @@ def make_config(args):
     return cfg
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as written, and every option's default."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--data", choices=("iemocap", "synthetic"), default="iemocap",
                    help="corpus kind; 'synthetic' writes one at --root if none is there")
     p.add_argument("--root", required=True, help="IEMOCAP_full_release directory (or the synthetic corpus)")
-    p.add_argument("--preset", default="large", choices=("large", "base", "tiny"))
+    p.add_argument("--preset", default="large", choices=("large", "base", "tiny"),
+                   help="architecture: large (the paper: WavLM Large + ViT-L/14), base, tiny (CPU demo)")
     p.add_argument("--wavlm", help="local Hugging Face WavLM directory (random weights without)")
     p.add_argument("--clip", help="open_clip checkpoint file, optionally NAME=FILE (random weights without)")
     p.add_argument("--folds", default="all", help="test sessions: 'all' or a comma list such as 1,3")
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--epochs", type=int, default=40, help="epochs per fold")
+    p.add_argument("--batch-size", type=int, default=16, help="clips per step (per GPU under torchrun)")
+    p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
+    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
     p.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
                    help="learning rate: constant (the reference code) or 5%% warm-up then cosine decay")
     p.add_argument("--loss-weights", default="", help="e.g. avel=1,mem=0.1,unimodal=1,attributes=1")
     p.add_argument("--no-avel", action="store_true", help="ablation: no audio-video emotion alignment")
     p.add_argument("--no-mem", action="store_true", help="ablation: no cross-modal label matching")
-    p.add_argument("--avel-temperature", choices=("clip", "reference"), default="clip")
-    p.add_argument("--task", choices=("emotion", "attributes", "both"), default="emotion")
+    p.add_argument("--avel-temperature", choices=("clip", "reference"), default="reference",
+                   help="AVEL logits / ln(1/0.07) as the reference code (default), or CLIP's x exp(scale) "
+                        "(its gradient on the encoders is 11-12x the emotion CE's at the start)")
+    p.add_argument("--modality", choices=("both", "audio", "video"), default="both",
+                   help="both: Foal-Net; audio / video: the paper's unimodal baselines, that encoder and "
+                        "its head trained alone")
+    p.add_argument("--missing", type=float, default=0.0,
+                   help="fraction of training clips that lose one modality (audio or video, at random); "
+                        "such a clip trains only the head it can (VAVL's missing-modality setting)")
+    p.add_argument("--val", choices=("session", "split"), default="session",
+                   help="model selection on a held-out training session (unseen speakers, default) or "
+                        "on --val-fraction of the training clips (shares their speakers)")
+    p.add_argument("--select-window", type=int, default=3,
+                   help="select the epoch with the best mean validation UA over this many epochs")
+    p.add_argument("--init", default=None,
+                   help="start both encoders from this checkpoint directory (a stand-in for pretrained ones)")
+    p.add_argument("--task", choices=("emotion", "attributes", "both"), default="emotion",
+                   help="emotion classes, valence/arousal/dominance (CCC loss), or both")
     p.add_argument("--freeze-video", dest="freeze_video", action="store_true", default=None,
                    help="freeze the CLIP tower and train from cached frame embeddings (the paper)")
     p.add_argument("--train-video", dest="freeze_video", action="store_false",
@@ -318,13 +396,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", action="store_true",
                    help="jitter frame colour, flip and position per clip (only when the video tower is trained)")
     p.add_argument("--keep-excited", action="store_true", help="leave 'excited' out instead of merging it into happy")
-    p.add_argument("--val-fraction", type=float, default=0.15)
+    p.add_argument("--val-fraction", type=float, default=0.15, help="with --val split: the validation share")
     p.add_argument("--cache", default=None, help="CLIP embedding cache directory (default OUT/embedding-cache)")
-    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--seed", type=int, default=1234, help="seed for weights, sampling and MEM negatives")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="output directory (one foldN/ per test session)")
     p.add_argument("--resume", action="store_true", help="continue each fold from its last saved epoch")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars")
     return p
 
 

@@ -36,6 +36,9 @@ class Clip:
     audio: np.ndarray  # float32 [S], S <= window
     frames: np.ndarray | None  # uint8 [K, 224, 224, 3], K <= frames per clip
     embeddings: np.ndarray | None = None  # float32 [K, D_v], from the cache
+    # Which modalities training may use (missing-modality training and the unimodal baselines).
+    has_audio: bool = True
+    has_video: bool = True
 
 
 def load_audio(path: Path, config: FoalConfig) -> np.ndarray:
@@ -61,7 +64,10 @@ def load_clips(utterances: list[Utterance], config: FoalConfig, progress: bool =
         fps, _ = video_info(video)
         wanted = {}
         for u in utts:
-            first, last = int(np.ceil(u.start * fps)), int(np.ceil(u.end * fps))
+            # Frames from the audio window only (the turn's first audio_seconds), as the runtime
+            # samples them: train and deploy see the same part of a long turn.
+            end = min(u.end, u.start + config.audio_seconds)
+            first, last = int(np.ceil(u.start * fps)), int(np.ceil(end * fps))
             wanted[u.id] = first + preprocess.sample_frame_indices(max(last - first, 1), config.frames_per_clip)
         decoded, _ = read_video(video, indices=np.concatenate(list(wanted.values())))
         for u in utts:
@@ -128,18 +134,21 @@ def collate(clips: list[Clip], config: FoalConfig) -> dict[str, torch.Tensor]:
         "labels": torch.tensor([c.label for c in clips]),
         "attributes": torch.from_numpy(np.stack([c.vad for c in clips])),
     }
+    if not all(c.has_audio and c.has_video for c in clips):
+        batch["has_audio"] = torch.tensor([c.has_audio for c in clips])
+        batch["has_video"] = torch.tensor([c.has_video for c in clips])
     if all(c.embeddings is not None for c in clips):
         emb = np.zeros((B, K, clips[0].embeddings.shape[1]), np.float32)
         for i, c in enumerate(clips):
             emb[i, : len(c.embeddings)] = c.embeddings
-            mask[i, : len(c.embeddings)] = 1
+            mask[i, : len(c.embeddings)] = 1 if c.has_video else 0
         batch["video_embeddings"] = torch.from_numpy(emb)
     else:
         size = config.video.image_size
         frames = np.zeros((B, K, 3, size, size), np.float32)
         for i, c in enumerate(clips):
             frames[i, : len(c.frames)] = preprocess.normalize_frames(c.frames, config.clip_mean, config.clip_std)
-            mask[i, : len(c.frames)] = 1
+            mask[i, : len(c.frames)] = 1 if c.has_video else 0
         batch["frames"] = torch.from_numpy(frames)
     batch["video_mask"] = torch.from_numpy(mask)
     return batch
