@@ -139,3 +139,48 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, tiny_model):
     (tmp_path / "model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="corrupt or truncated"):
         FoalNet.load(tmp_path)
+
+
+def test_a_clip_padded_in_a_batch_keeps_its_wavlm_features(tiny_model):
+    """Training pads clips to the longest in the batch; the runtime encodes one clip alone.
+    With the attention mask through WavLM both see the same features (without it: ~21%)."""
+    g = torch.Generator().manual_seed(3)
+    clip = torch.randn(1, 12000, generator=g) * 0.1
+    batch = torch.zeros(3, 40000)
+    batch[0, :12000] = clip[0]
+    batch[1:] = torch.randn(2, 40000, generator=g)
+    with torch.no_grad():
+        alone = tiny_model.audio_encoder(clip)
+        padded = tiny_model.audio_encoder(batch, torch.tensor([12000, 40000, 40000]))
+    T = alone.shape[1]
+    assert (padded[0, :T] - alone[0]).abs().max() / alone.abs().max() < 1e-5
+
+
+def test_the_default_avel_temperature_does_not_swamp_the_emotion_loss():
+    """At the start of training (the demo's encoders, fresh heads), CLIP's temperature gives
+    AVEL many times CE's gradient on the encoders; the reference temperature, the default,
+    keeps it below CE's (python -m training.diagnostics measures both)."""
+    from training.config import preset
+    from training.diagnostics import gradient_ratio, synthetic_batch
+    from training.model import FoalNet
+
+    assert preset("tiny").avel_temperature == "reference"
+    trained = FoalNet.load("training/demo")
+    torch.manual_seed(0)
+    model = FoalNet(trained.config)
+    for part in ("audio_encoder", "video_encoder"):
+        getattr(model, part).load_state_dict(getattr(trained, part).state_dict())
+    batch = synthetic_batch(model, 16)
+    assert gradient_ratio(model, batch, "reference") < 1 < gradient_ratio(model, batch, "clip")
+
+
+def test_a_clip_missing_a_modality_trains_only_the_heads_it_can(tiny_model):
+    batch = make_batch(tiny_model, batch=4)
+    batch["has_audio"] = torch.tensor([True, True, True, True])
+    batch["has_video"] = torch.tensor([False, False, False, False])
+    out = tiny_model.training_step(batch, torch.Generator().manual_seed(0))
+    assert torch.isfinite(out["loss"]) and float(out["ce"]) == 0.0 and "avel" not in out and "mem" not in out
+    out["loss"].backward()
+    video_head = [p.grad for p in tiny_model.fusion.video_head.parameters()]
+    assert all(g is None or float(g.abs().max()) == 0.0 for g in video_head)
+    assert float(tiny_model.fusion.audio_head.linear.weight.grad.abs().max()) > 0

@@ -201,3 +201,24 @@ def test_torchrun_two_processes_gather_the_contrastive_batch(small_corpus, tmp_p
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "fold1" / "metrics.json").read_text())
     assert len(metrics["history"]) == 2 and np.isfinite(metrics["history"][-1]["loss"])
+
+
+def test_validation_is_a_held_out_session_and_selection_is_smoothed():
+    from training.train import smoothed, validation_session
+
+    assert [validation_session([1, 2, 3, 4, 5], s) for s in (1, 2, 5)] == [2, 3, 1]
+    history = [{"val_UA": x} for x in (0.5, 0.9, 0.6, 0.7, 0.8)]
+    assert smoothed(history, "val_UA", 3) == pytest.approx(0.7)
+    assert smoothed(history[:2], "val_UA", 3) == pytest.approx(0.7)
+
+
+def test_unimodal_baseline_and_missing_modality_runs(small_corpus, tmp_path):
+    common = ["--data", "synthetic", "--root", str(small_corpus), "--preset", "tiny", "--folds", "1",
+              "--epochs", "1", "--batch-size", "8", "--select-window", "1"]
+    train(common + ["--modality", "audio", "--out", str(tmp_path / "audio")])
+    metrics = json.loads((tmp_path / "audio" / "fold1" / "metrics.json").read_text())
+    assert metrics["head"] == "audio" and metrics["loss_weights"]["avel"] == 0 and metrics["loss_weights"]["mem"] == 0
+    assert metrics["history"][0]["val_UA"] == metrics["history"][0]["val_UA_audio"]
+    train(common + ["--missing", "0.5", "--out", str(tmp_path / "missing")])
+    metrics = json.loads((tmp_path / "missing" / "fold1" / "metrics.json").read_text())
+    assert metrics["missing"] == 0.5 and np.isfinite(metrics["history"][0]["loss"])

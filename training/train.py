@@ -193,6 +193,10 @@ def train_fold(args, cfg, corpus_clips, test_session: int, out: Path, rank: int,
         EmbeddingCache(args.cache, model.video_encoder, cfg).fill(corpus_clips)
     train_clips = [c for c in corpus_clips if c.session != test_session]
     test_clips = [c for c in corpus_clips if c.session == test_session]
+    sessions = sorted({c.session for c in corpus_clips})
+    if args.val == "session" and len(sessions) < 3:
+        log.warning("only %d sessions: validation falls back to a split of the training clips", len(sessions))
+        args.val = "split"
     if args.val == "session":
         held_out = validation_session(sorted({c.session for c in corpus_clips}), test_session)
         val_clips = [c for c in train_clips if c.session == held_out]
