@@ -131,6 +131,9 @@ def profiles_for(name: str, config, manifest_frames: int, max_seconds: float):
 def main(argv=None) -> Path:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    # onnxscript's optimiser warns once per Split node ("Skipping constant folding for op Split
+    # with multiple outputs"): nothing to act on, six lines per export.
+    logging.getLogger("onnxscript.optimizer._constant_folding").setLevel(logging.ERROR)
     demo = args.checkpoint is None and not args.random_weights
     t_start = time.time()
 

@@ -9,6 +9,8 @@ import numpy as np
 
 from .errors import MediaError
 
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".ts")
+
 
 def _require(module: str, extra: str = "media"):
     try:
@@ -38,8 +40,21 @@ def read_audio(path, seconds: float | None = None, tail: bool = False) -> tuple[
                 f.seek(total - count)
             audio = f.read(count, dtype="float32", always_2d=False)
     except Exception as exc:  # soundfile raises its own LibsndfileError / RuntimeError
-        raise MediaError(f"{path}: cannot decode audio ({exc})") from exc
+        hint = "; a video? pass it as video (--video), its audio track is used" \
+            if path.suffix.lower() in VIDEO_SUFFIXES else ""
+        raise MediaError(f"{path}: cannot decode audio ({exc}){hint}") from exc
     return audio, rate, total / rate if rate else 0.0
+
+
+def has_audio_track(path) -> bool:
+    """Whether a video (or any container PyAV opens) has an audio stream."""
+    av = _require("av")
+    path = _existing(path)
+    try:
+        with av.open(str(path)) as container:
+            return bool(container.streams.audio)
+    except av.error.FFmpegError as exc:
+        raise MediaError(f"{path}: cannot open the file ({exc})") from exc
 
 
 def video_info(path) -> tuple[float, int]:
@@ -48,6 +63,9 @@ def video_info(path) -> tuple[float, int]:
     path = _existing(path)
     try:
         with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise MediaError(f"{path}: no video stream in this file"
+                                 + (" (an audio file? pass it as audio: --audio)" if container.streams.audio else ""))
             stream = container.streams.video[0]
             fps = float(stream.average_rate or stream.guessed_rate or 0)
             count = stream.frames or int(round(float(stream.duration * stream.time_base) * fps)

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from . import preprocess
-from .errors import BackendUnavailableError, BundleError, InvalidInputError
+from .errors import BackendUnavailableError, BundleError, InvalidInputError, MediaError
 from .manifest import GRAPHS, check_graph_io, load_manifest
+from .preprocess import warm_resampler
 from .preprocess import min_samples as wavlm_min_samples
 from .validate import check_audio, check_frames, check_integer, check_path
 
@@ -65,6 +66,11 @@ class Predictor:
     reads the result there. "auto": the graph when the graphs run on a GPU and the bundle has
     one, the CPU otherwise. Both agree within one grey level (tests/test_preprocess.py).
 
+    vad: voice activity detection (foal_edge/vad.py, WebRTC's detector). True: WavLM sees only
+    the speech in the audio window, and a window without speech is left out, so the video-only
+    head answers (the prediction's notes say so); False: the audio as given; "auto": True when
+    webrtcvad is installed (pip install 'foal-edge[vad]').
+
     graph_cache: a directory where ONNX Runtime's optimised CPU graphs are kept between starts
     (keyed by each graph's sha256, the ONNX Runtime version and the CPU), "auto" for
     $FOAL_EDGE_CACHE or ~/.cache/foal-edge, None for none. Used only with verify=True: the
@@ -73,7 +79,7 @@ class Predictor:
 
     def __init__(self, bundle, backend: str = "auto", device: int = 0, threads: int | None = None,
                  long_audio: str = "head", frames_per_clip: int | None = None, verify: bool = True,
-                 preprocess: str = "auto", graph_cache="auto"):
+                 preprocess: str = "auto", graph_cache="auto", vad="auto"):
         if long_audio not in LONG_AUDIO_POLICIES:
             raise InvalidInputError(f"long_audio must be one of {LONG_AUDIO_POLICIES}, not {long_audio!r}")
         if preprocess not in PREPROCESS_MODES:
@@ -88,6 +94,8 @@ class Predictor:
                                             maximum=MAX_FRAMES_PER_CLIP)
         if not isinstance(verify, bool):
             raise InvalidInputError(f"verify must be True or False, not {verify!r}")
+        if vad not in (True, False, "auto"):
+            raise InvalidInputError(f"vad must be True, False or 'auto', not {vad!r}")
         self.bundle = check_path("bundle", bundle)
         self.manifest = m = load_manifest(self.bundle, verify=verify)
         self.long_audio = long_audio
@@ -103,6 +111,11 @@ class Predictor:
         self.graph_cache = check_path("graph_cache", graph_cache) \
             if graph_cache is not None and verify else None
         self.backend, self.runners = self._open(backend, device, threads)
+        from . import vad as voice
+
+        use_vad = vad is True or (vad == "auto" and voice.available() and m.sample_rate in voice.RATES)
+        self.vad = voice.VoiceActivity(m.sample_rate) if use_vad else None
+        warm_resampler(m.sample_rate)  # scipy's import and filter design now, not at the first prediction
         for name, runner in self.runners.items():
             check_graph_io(self.bundle, name, m.graphs[name], runner.io)
         self.d_audio, self.d_video = self._check_widths()
@@ -260,6 +273,26 @@ class Predictor:
         limit = getattr(runner, "max_shapes", {}).get("frames")  # TensorRT engines have a profile maximum
         return limit is None or all(d <= m for d, m in zip(shape, limit))
 
+    def speech_only(self, wave: np.ndarray, has_video: bool) -> tuple[np.ndarray | None, list[str], float]:
+        """Voice activity detection on a prepared window: (the speech for WavLM, or None when
+        there is none and the video head can answer; notes; milliseconds)."""
+        if self.vad is None:
+            return wave, [], 0.0
+        t0 = time.perf_counter()
+        speech = self.vad.speech(wave)
+        ms = 1e3 * (time.perf_counter() - t0)
+        total = len(wave) / self.manifest.sample_rate
+        if not speech.segments:
+            if has_video:
+                return None, [f"no speech heard in {total:.2f} s of audio (voice activity detection): "
+                              "the video-only head answers"], ms
+            return wave, [f"no speech heard in {total:.2f} s of audio (voice activity detection) and no frames: "
+                          "the audio-only head answers from non-speech sound"], ms
+        if len(speech.samples) < len(wave):
+            return speech.samples, [f"voice activity: WavLM hears the {len(speech.samples) / len(wave):.0%} of "
+                                    f"the {total:.2f} s that is speech ({len(speech.segments)} segment(s))"], ms
+        return wave, [], ms
+
     # -- graphs ---------------------------------------------------------------------------
     def encode_audio(self, audio16k: np.ndarray) -> np.ndarray:
         """float32 [S] at the bundle rate -> hidden [T_a, D_a]."""
@@ -322,9 +355,14 @@ class Predictor:
                 wave, msgs = self.prepare_audio(audio, clip.get("sample_rate"))
                 seconds = len(wave) / self.manifest.sample_rate
                 t1 = time.perf_counter()
-                h = self.encode_audio(wave)
-                t["audio_preprocess"], t["audio"] = 1e3 * (t1 - t0), 1e3 * (time.perf_counter() - t1)
+                t["audio_preprocess"] = 1e3 * (t1 - t0)
                 n += msgs
+                wave, msgs, t["vad"] = self.speech_only(wave, has_video=frames is not None)
+                n += msgs
+                if wave is not None:
+                    t1 = time.perf_counter()
+                    h = self.encode_audio(wave)
+                    t["audio"] = 1e3 * (time.perf_counter() - t1)
             if frames is not None:
                 t0 = time.perf_counter()
                 selected, msgs = self.select_frames(frames, clip.get("fps"), seconds)
@@ -346,33 +384,48 @@ class Predictor:
             out.append(self._prediction(raw, h is not None, e is not None, t, n))
         return out
 
-    def predict_files(self, audio_path=None, video_path=None) -> Prediction:
+    def predict_files(self, audio_path=None, video_path=None, use_audio: bool = True,
+                      use_video: bool = True) -> Prediction:
         """Decode files (soundfile for audio, PyAV for video; the video's own audio track
         when no audio file is given) and predict. Only what the prediction uses is decoded:
         the audio window, and the frames sampled from its span of the video (seeking to it),
-        so a long or high-resolution file costs one window."""
+        so a long or high-resolution file costs one window. use_audio=False / use_video=False
+        leave a modality out (the other head answers); a video without an audio track is
+        predicted from its frames, with a note."""
         from . import media
 
         if audio_path is None and video_path is None:
             raise InvalidInputError("give audio_path, video_path or both")
+        if not isinstance(use_audio, bool) or not isinstance(use_video, bool) or not (use_audio or use_video):
+            raise InvalidInputError("use_audio and use_video are True/False, and at least one is True")
         audio_path = None if audio_path is None else check_path("audio_path", audio_path)
         video_path = None if video_path is None else check_path("video_path", video_path)
+        if not use_video and audio_path is not None and video_path is not None:
+            raise InvalidInputError("use_video=False with both files: give only the audio file")
+        if not use_audio and video_path is None:
+            raise InvalidInputError("use_audio=False needs a video file")
         window = self.manifest.audio_seconds
         tail = self.long_audio == "tail"
-        frames = None
-        notes = []
+        frames = audio = None
+        rate, total, notes = None, None, []
         # The window alone is read; the file's own length decides whether it was cut.
-        if audio_path is not None:
+        if use_audio and audio_path is not None:
             audio, rate, total = media.read_audio(audio_path, seconds=window, tail=tail)
             if audio.ndim == 2:
                 audio = audio.mean(axis=1)  # files are often stereo: mixing is what a listener hears
-        else:
-            audio, rate, total = media.read_video_audio(video_path, seconds=window, tail=tail)
-        if total * rate > np.ceil(window * rate):
+        elif use_audio:
+            if media.has_audio_track(video_path):
+                audio, rate, total = media.read_video_audio(video_path, seconds=window, tail=tail)
+            elif not use_video:
+                raise MediaError(f"{video_path}: the file has no audio track to predict from")
+            else:
+                notes.append(f"{video_path.name} has no audio track: predicted from its frames (video-only head)")
+        if audio is not None and total * rate > np.ceil(window * rate):
             notes.append(self._cut_to_window(total))
-        if video_path is not None:
+        if use_video and video_path is not None:
             fps, count = media.video_info(video_path)
-            span = int(np.ceil(min(total, window) * fps)) if fps > 0 else self.frames_per_clip
+            seconds = window if total is None else min(total, window)
+            span = int(np.ceil(seconds * fps)) if fps > 0 else self.frames_per_clip
             available = min(span, count) if count else span
             first = max(count - available, 0) if tail and count else 0
             indices = first + preprocess.sample_frame_indices(available, self.frames_per_clip)

@@ -150,13 +150,40 @@ def sample_frame_indices(available: int, count: int) -> np.ndarray:
 
 # -- audio ----------------------------------------------------------------------------------
 def resample(audio: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
-    """Polyphase resampling (scipy's resample_poly, Kaiser-windowed FIR), float32 out."""
+    """Polyphase resampling (scipy's resample_poly with its own Kaiser-windowed FIR design,
+    the filter designed once per rate pair), float32 out."""
     if orig_rate == target_rate:
         return audio.astype(np.float32, copy=False)
     from scipy.signal import resample_poly
 
+    up, down = _ratio(orig_rate, target_rate)
+    return resample_poly(audio.astype(np.float64), up, down, window=_fir(up, down)).astype(np.float32)
+
+
+def _ratio(orig_rate: int, target_rate: int) -> tuple[int, int]:
     ratio = Fraction(target_rate, orig_rate).limit_denominator(1000)
-    return resample_poly(audio.astype(np.float64), ratio.numerator, ratio.denominator).astype(np.float32)
+    return ratio.numerator, ratio.denominator
+
+
+@lru_cache(maxsize=16)
+def _fir(up: int, down: int) -> np.ndarray:
+    """resample_poly's default filter (firwin, Kaiser beta 5, 10 zero crossings per side),
+    designed once: the design is what made the first call of a rate 0.6-1.9 s."""
+    from scipy.signal import firwin
+
+    rate = max(up, down)  # up and down are coprime (a reduced Fraction)
+    return firwin(2 * 10 * rate + 1, 1.0 / rate, window=("kaiser", 5.0))  # resample_poly scales by up
+
+
+COMMON_RATES = (8000, 11025, 22050, 24000, 32000, 44100, 48000)
+
+
+def warm_resampler(target_rate: int) -> None:
+    """Import scipy's resampler and design the filters from the common microphone rates, so
+    that a Predictor's first prediction costs what the later ones do."""
+    for rate in COMMON_RATES:
+        if rate != target_rate:
+            resample(np.zeros(64, np.float32), rate, target_rate)
 
 
 def pcm_to_float(audio: np.ndarray) -> np.ndarray:

@@ -87,7 +87,8 @@ def edit_manifest(bundle, fn):
 
 @pytest.fixture(scope="session")
 def predictor(tiny_bundle):
-    """One CPU Predictor of the tiny bundle, shared (predictors are thread-safe and keep no state)."""
+    """One CPU Predictor of the tiny bundle, shared (predictors are thread-safe and keep no
+    state); no voice activity detection, so it computes exactly what the eager model does."""
     from foal_edge import Predictor
 
-    return Predictor(tiny_bundle[1], backend="onnxruntime-cpu")
+    return Predictor(tiny_bundle[1], backend="onnxruntime-cpu", vad=False)

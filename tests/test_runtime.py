@@ -80,7 +80,10 @@ def test_clip_preprocessing_matches_open_clip_on_a_real_image():
 
 
 def test_streaming_equals_predict_on_the_same_window(predictor):
+    """A camera at exactly the rate the stream samples (frames-per-clip a window): every frame
+    is encoded and the stream's answer is predict's on the same window."""
     audio, frames = _clip(3, seconds=3.0)
+    frames = frames[: predictor.frames_per_clip]
     stream = StreamingPredictor(predictor, window=3.0, hop=1.0)
     fps = len(frames) / 3.0
     result = None
