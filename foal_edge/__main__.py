@@ -1,4 +1,4 @@
-"""Command line: `python -m foal_edge predict BUNDLE ...` and `python -m foal_edge info BUNDLE`."""
+"""Command line: `python -m foal_edge predict | batch | live | info` (also installed as `foal-edge`)."""
 
 from __future__ import annotations
 
@@ -40,23 +40,81 @@ def read_frames_npy(path: Path) -> np.ndarray:
         raise MediaError(f"{path}: cannot read the frames file ({exc})") from None
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m foal_edge", description="Foal-Net emotion recognition runtime")
-    sub = p.add_subparsers(dest="command", required=True)
-    pr = sub.add_parser("predict", help="predict the emotion of a clip")
-    pr.add_argument("bundle", type=Path)
-    pr.add_argument("--audio", type=Path, help="audio file (any format soundfile reads)")
-    pr.add_argument("--video", type=Path, help="video file (PyAV); its audio track is used without --audio")
-    pr.add_argument("--demo", action="store_true", help="the sample clip shipped inside the bundle")
-    pr.add_argument("--backend", default="auto")
-    pr.add_argument("--json", action="store_true", help="print the prediction as JSON")
-    inf = sub.add_parser("info", help="summarise a bundle and the backends available here")
-    inf.add_argument("bundle", type=Path)
-    args = p.parse_args(argv)
+EPILOG = """examples:
+  python -m foal_edge predict build/foal-demo --demo
+  python -m foal_edge predict build/foal-demo --video clip.mp4            (its own audio track)
+  python -m foal_edge predict build/foal-demo --video clip.mp4 --video-only
+  python -m foal_edge batch build/foal-demo recordings/ --out results.jsonl --workers 2
+  python -m foal_edge live build/foal-demo --replay clip.mp4 --record annotated.mp4
+  python -m foal_edge info build/foal-demo
+"""
 
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m foal_edge", description="Foal-Net emotion recognition runtime: "
+                                "predict a clip, a folder of files, or a live camera and microphone",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sp, modality_help: str):
+        sp.add_argument("bundle", type=Path, help="a bundle directory (python -m export.build_engine writes one)")
+        sp.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "onnxruntime-cpu",
+                                                              "onnxruntime-cuda", "tensorrt"),
+                        help="auto: TensorRT engines if the bundle has them, else ONNX Runtime (CUDA if present)")
+        only = sp.add_mutually_exclusive_group()
+        only.add_argument("--audio-only", action="store_true", help=f"leave the video out: {modality_help}")
+        only.add_argument("--video-only", action="store_true", help="leave the audio out: the video-only head answers")
+        sp.add_argument("--no-vad", action="store_true",
+                        help="no voice activity detection (default: on when webrtcvad is installed; a window "
+                             "without speech is answered by the video head)")
+
+    pr = sub.add_parser("predict", help="predict the emotion of one clip",
+                        description="Predict one clip: an audio file, a video file (its own audio track is used "
+                                    "unless --audio is given), both, or the demo clip inside the bundle.")
+    common(pr, "the audio-only head answers")
+    pr.add_argument("--audio", type=Path, help="audio file (any format soundfile reads: wav, flac, ogg, mp3)")
+    pr.add_argument("--video", type=Path, help="video file (PyAV: mp4, avi, mkv, ...); an image works as one frame")
+    pr.add_argument("--demo", action="store_true", help="the sample clip shipped inside the bundle")
+    pr.add_argument("--json", action="store_true", help="print the prediction as JSON")
+
+    ba = sub.add_parser("batch", help="predict many files into one results file",
+                        description="Predict every audio and video file among INPUTS (directories searched "
+                                    "recursively) into --out, JSON Lines or CSV by its suffix. Resumable: files "
+                                    "already in --out are skipped. A file that fails is reported and skipped.")
+    common(ba, "the audio-only head answers")
+    ba.add_argument("inputs", nargs="+", type=Path, help="files and directories")
+    ba.add_argument("--out", type=Path, required=True, help="results file: .jsonl or .csv")
+    ba.add_argument("--workers", type=int, default=None, help="files predicted at once (default: one per core)")
+    ba.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    lv = sub.add_parser("live", help="a camera and microphone, or a replayed file, labelled as it plays",
+                        description="Stream a webcam and microphone (pip install 'foal-edge[live]'), or a video "
+                                    "file with --replay, through a StreamingPredictor: a line per prediction, a "
+                                    "window with the label and probability bars where there is a display, and an "
+                                    "annotated MP4 with --record.")
+    common(lv, "a microphone-only stream")
+    lv.add_argument("--replay", type=Path, help="play this video file as if it were live")
+    lv.add_argument("--camera", type=int, default=0, help="camera index for OpenCV (without --replay)")
+    lv.add_argument("--record", type=Path, help="write every frame, annotated, to this MP4")
+    lv.add_argument("--jsonl", type=Path, help="write each prediction as a JSON line to this file")
+    lv.add_argument("--hop", type=float, default=1.0, help="seconds between predictions")
+    lv.add_argument("--speed", type=float, default=1.0, help="replay speed (1: real time; 0: as fast as it runs)")
+    lv.add_argument("--no-window", action="store_true", help="no display window even where there is a display")
+
+    inf = sub.add_parser("info", help="summarise a bundle and the backends available here")
+    inf.add_argument("bundle", type=Path, help="a bundle directory")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         if args.command == "info":
             return info(args.bundle)
+        if args.command == "batch":
+            return batch(args)
+        if args.command == "live":
+            return live(args)
         result = predict(args)
     except FoalEdgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -83,18 +141,54 @@ def main(argv=None) -> int:
     return 0
 
 
-def predict(args):
-    from .manifest import demo_file
+def open_predictor(args, threads=None):
     from .predictor import Predictor
 
-    predictor = Predictor(args.bundle, backend=args.backend)
+    return Predictor(args.bundle, backend=args.backend, threads=threads, vad=False if args.no_vad else "auto")
+
+
+def batch(args) -> int:
+    from . import batch as runner
+    from .backends.onnxruntime import physical_cores
+
+    workers = args.workers or physical_cores()
+    if workers < 1 or workers > 256:
+        raise InvalidInputError(f"--workers must be 1..256, not {workers}")
+    if args.out.suffix.lower() not in (".jsonl", ".csv"):
+        raise InvalidInputError(f"--out {args.out}: name a .jsonl or .csv file")
+    predictor = open_predictor(args, threads=1 if workers > 1 else None)  # one core per worker
+    counts = runner.run(predictor, args.inputs, args.out, workers, use_audio=not args.video_only,
+                        use_video=not args.audio_only, progress=not args.no_progress)
+    print(f"{counts['done']} predicted, {counts['failed']} failed, {counts['skipped']} already in {args.out}",
+          file=sys.stderr)
+    return 0 if not counts["failed"] else 1
+
+
+def live(args) -> int:
+    from . import live as runner
+
+    if args.speed < 0:
+        raise InvalidInputError(f"--speed must be >= 0, not {args.speed}")
+    predictor = open_predictor(args)
+    runner.run(predictor, replay=args.replay, camera=args.camera, record=args.record, jsonl=args.jsonl,
+               hop=args.hop, speed=args.speed, window=not args.no_window, use_audio=not args.video_only,
+               use_video=not args.audio_only)
+    return 0
+
+
+def predict(args):
+    from .manifest import demo_file
+
+    predictor = open_predictor(args)
     if args.demo:
         m = predictor.manifest
         audio, rate = read_wav(demo_file(args.bundle, m, "audio"))
         frames = read_frames_npy(demo_file(args.bundle, m, "frames"))
-        return predictor.predict(audio=audio, sample_rate=rate, frames=frames, fps=m.demo["fps"])
+        return predictor.predict(audio=None if args.video_only else audio, sample_rate=rate,
+                                 frames=None if args.audio_only else frames, fps=m.demo["fps"])
     if args.audio or args.video:
-        return predictor.predict_files(args.audio, args.video)
+        return predictor.predict_files(args.audio, args.video, use_audio=not args.video_only,
+                                       use_video=not args.audio_only)
     raise InvalidInputError("give --audio, --video or --demo")
 
 

@@ -117,6 +117,28 @@ def read_video(path, indices=None) -> tuple[np.ndarray | dict[int, np.ndarray], 
     return kept, fps
 
 
+def iter_video(path):
+    """(iterator of (timestamp seconds, RGB uint8 frame), fps): every frame in order, decoded
+    one at a time (a replay holds one frame, not the file)."""
+    av = _require("av")
+    path = _existing(path)
+    fps, _ = video_info(path)
+
+    def frames():
+        try:
+            with av.open(str(path)) as container:
+                stream = container.streams.video[0]
+                tb = float(stream.time_base or 0)
+                start = float(stream.start_time or 0) * tb
+                for n, frame in enumerate(container.decode(stream)):
+                    t = frame.pts * tb - start if frame.pts is not None and tb else n / (fps or 30.0)
+                    yield max(t, 0.0), frame.to_ndarray(format="rgb24")
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"{path}: cannot decode video ({exc})") from exc
+
+    return frames(), fps
+
+
 def read_video_audio(path, seconds: float | None = None, tail: bool = False) -> tuple[np.ndarray, int, float]:
     """The first audio track of a video file, mixed to mono float32 (the mean of its channels,
     as `predict_files` mixes a stereo audio file), its rate and the track's duration in

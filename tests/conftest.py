@@ -92,3 +92,37 @@ def predictor(tiny_bundle):
     from foal_edge import Predictor
 
     return Predictor(tiny_bundle[1], backend="onnxruntime-cpu", vad=False)
+
+
+def write_clip_video(path, seconds=3.0, fps=15, size=(120, 160), audio="speech", seed=0, code="hap"):
+    """An MP4 like a kiosk records: synthetic faces at `size` (H, W), and an AAC track of
+    synthetic speech ("speech"), digital silence ("silence"), room noise ("noise") or none (None)."""
+    import av
+    import numpy as np
+    from PIL import Image
+
+    from training.synthetic import make_clip
+
+    n = int(round(seconds * fps))
+    voice, faces, _ = make_clip(seed, code=code, seconds=seconds, frames=n)
+    rate = 16000
+    track = {"speech": voice, "silence": np.zeros(int(seconds * rate), np.float32),
+             "noise": (0.01 * np.random.default_rng(seed).standard_normal(int(seconds * rate))).astype(np.float32),
+             None: None}[audio]
+    h, w = size
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("mpeg4", rate=fps)
+        video.width, video.height, video.pix_fmt = w, h, "yuv420p"
+        stream = out.add_stream("aac", rate=rate, layout="mono") if track is not None else None
+        for face in faces:
+            frame = np.asarray(Image.fromarray(face).resize((w, h)))
+            out.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(video.encode())
+        if stream is not None:
+            for start in range(0, len(track), 1024):
+                frame = av.AudioFrame.from_ndarray(track[None, start:start + 1024].astype(np.float32), format="fltp",
+                                                   layout="mono")
+                frame.sample_rate, frame.pts = rate, start
+                out.mux(stream.encode(frame))
+            out.mux(stream.encode())
+    return path
