@@ -318,6 +318,7 @@ def test_predict_files_errors(predictor, tmp_path):
         predictor.predict_files(video_path=tmp_path / "junk.mp4")
 
 
+@pytest.mark.slow
 def test_soak_short(tiny_bundle):
     """The CI-sized soak: RSS flat after warm-up, threads agree with serial, stream bounded."""
     from benchmarks.soak import run
