@@ -4,7 +4,9 @@ ONNX Runtime or TensorRT.
 Who installs what:
   pip install .                  the runtime (foal_edge): numpy + ONNX Runtime, no torch
   pip install .[gpu]             the runtime with ONNX Runtime's CUDA build instead
-  pip install .[media]           audio/video file decoding for predict_files
+  pip install .[media]           audio/video file decoding for predict_files, batch, live --replay
+  pip install .[vad]             voice activity detection (WebRTC's detector, a small C extension)
+  pip install .[live]            webcam (OpenCV) and microphone (sounddevice) for `live`
   pip install .[cuda]            cuda-python, for the TensorRT backend (TensorRT itself comes
                                  from JetPack on Jetson, or the [tensorrt] extra on x86)
   pip install .[train]           training and export: torch, torchvision, transformers, ...
@@ -14,7 +16,8 @@ Who installs what:
 from setuptools import find_packages, setup
 
 RUNTIME = ["numpy>=1.24", "scipy>=1.10", "Pillow>=9.1"]  # Pillow: CLIP's own frame resize
-MEDIA = ["soundfile>=0.12", "av>=11"]
+MEDIA = ["soundfile>=0.12", "av>=11", "tqdm>=4.60"]  # tqdm: the batch command's progress bar
+VAD = ["webrtcvad-wheels>=2.0.14"]
 TRAIN = [
     # torch/torchvision as the registry serves them (the default builds): the CPU-only torch
     # file next to PyPI's torchvision breaks `import torchvision` (and transformers with it).
@@ -33,6 +36,7 @@ TRAIN = [
 setup(
     name="foal-edge",
     version="0.1.0",
+    license="Apache-2.0",
     description="Foal-Net audio-visual emotion recognition: training, ONNX/TensorRT export, edge runtime",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
@@ -46,11 +50,13 @@ setup(
         "cpu": ["onnxruntime>=1.16"],
         "gpu": ["onnxruntime-gpu>=1.16"],
         "media": MEDIA,
+        "vad": VAD,
+        "live": MEDIA + VAD + ["opencv-python>=4.8", "sounddevice>=0.4"],
         "cuda": ["cuda-python>=12.0"],
         "pycuda": ["pycuda>=2022.1"],
         "tensorrt": ["tensorrt>=10.3"],
         "train": TRAIN,
-        "dev": TRAIN + ["pytest>=7", "hypothesis>=6", "psutil>=5"],
+        "dev": TRAIN + VAD + ["pytest>=7", "hypothesis>=6", "psutil>=5", "pdoc>=14"],
     },
     entry_points={"console_scripts": ["foal-edge=foal_edge.__main__:main"]},
 )

@@ -69,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def progress(items, desc: str):
+    """A progress bar on stderr (tqdm; shown on a terminal, one summary line otherwise)."""
+    from tqdm import tqdm
+
+    return tqdm(items, desc=f"[build_engine] {desc}", unit="clip", file=sys.stderr, leave=False,
+                mininterval=1.0)
+
+
 def log_step(msg: str) -> None:
     print(f"[build_engine] {msg}", file=sys.stderr, flush=True)
 
@@ -188,6 +196,8 @@ def main(argv=None) -> Path:
             log_step(f"converted the graphs to {'int8 (candidates for auto)' if precision == 'cpu-auto' else precision}")
 
         # Parity: FP32 ONNX vs eager, and the shipped variant vs FP32 ONNX.
+        if n_parity:
+            log_step(f"making {n_parity} synthetic parity clips")
         inputs = parity.clip_inputs(config, range(10_000, 10_000 + n_parity))
         ort32 = {n: OnnxRuntimeRunner(fp32[n]) for n in GRAPHS}
         report, shipped, choice = {}, None, None
@@ -195,13 +205,14 @@ def main(argv=None) -> Path:
             t = time.time()
             eager = lambda w, f: parity.run_eager(model, w, f)  # noqa: E731
             onnx32 = lambda w, f: parity.run_sessions(ort32, w, f)  # noqa: E731
-            report["fp32_vs_eager"] = parity.compare(eager, onnx32, inputs)
+            report["fp32_vs_eager"] = parity.compare(eager, onnx32, progress(inputs, "parity: FP32 ONNX vs eager"))
             if precision != "fp32":
                 low = "int8" if precision == "cpu-auto" else precision
                 shipped = {n: OnnxRuntimeRunner(final[n], precision=low if n != "fusion" or
                                                 low == "fp16" else "fp32") for n in GRAPHS}
                 report[f"{low}_vs_fp32"] = parity.compare(
-                    onnx32, lambda w, f: parity.run_sessions(shipped, w, f), inputs)
+                    onnx32, lambda w, f: parity.run_sessions(shipped, w, f),
+                    progress(inputs, f"parity: {low.upper()} vs FP32"))
                 report[f"{low}_vs_fp32"]["encoder_cosine"] = parity.encoder_cosines(
                     ort32, shipped, config, seconds=(1.0, 3.0, config.audio_seconds))
             log_step(f"parity on {n_parity} synthetic clips in {time.time() - t:.1f}s")
