@@ -7,6 +7,7 @@ Who installs what:
   pip install .[media]           audio/video file decoding for predict_files, batch, live --replay
   pip install .[vad]             voice activity detection (WebRTC's detector, a small C extension)
   pip install .[live]            webcam (OpenCV) and microphone (sounddevice) for `live`
+  pip install .[serve]           `serve` (Ray Serve) and `batch --engine ray` (Ray Data)
   pip install .[cuda]            cuda-python, for the TensorRT backend (TensorRT itself comes
                                  from JetPack on Jetson, or the [tensorrt] extra on x86)
   pip install .[train]           training and export: torch, torchvision, transformers, ...
@@ -18,6 +19,7 @@ from setuptools import find_packages, setup
 RUNTIME = ["numpy>=1.24", "scipy>=1.10", "Pillow>=9.1"]  # Pillow: CLIP's own frame resize
 MEDIA = ["soundfile>=0.12", "av>=11", "tqdm>=4.60"]  # tqdm: the batch command's progress bar
 VAD = ["webrtcvad-wheels>=2.0.14"]
+SERVE = ["ray[serve]>=2.9"]  # the HTTP endpoint (Ray Serve) and `batch --engine ray` (Ray Data)
 TRAIN = [
     # torch/torchvision as the registry serves them (the default builds): the CPU-only torch
     # file next to PyPI's torchvision breaks `import torchvision` (and transformers with it).
@@ -52,11 +54,12 @@ setup(
         "media": MEDIA,
         "vad": VAD,
         "live": MEDIA + VAD + ["opencv-python>=4.8", "sounddevice>=0.4"],
+        "serve": SERVE,
         "cuda": ["cuda-python>=12.0"],
         "pycuda": ["pycuda>=2022.1"],
         "tensorrt": ["tensorrt>=10.3"],
         "train": TRAIN,
-        "dev": TRAIN + VAD + ["pytest>=7", "hypothesis>=6", "psutil>=5", "pdoc>=14"],
+        "dev": TRAIN + VAD + SERVE + ["pytest>=7", "hypothesis>=6", "psutil>=5", "pdoc>=14"],
     },
     entry_points={"console_scripts": ["foal-edge=foal_edge.__main__:main"]},
 )

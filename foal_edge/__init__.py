@@ -3,9 +3,10 @@ TensorRT. Imports numpy only; backends are imported when a Predictor opens them.
 
 from .errors import (BackendUnavailableError, BundleError, CallbackError, FoalEdgeError, IncompatibleEngineError,
                      InferenceError, InvalidInputError, MediaError)
+from .client import Client
 from .predictor import Prediction, Predictor
 from .streaming import StreamingPredictor
 
 __version__ = "0.1.0"
-__all__ = ["Predictor", "StreamingPredictor", "Prediction", "FoalEdgeError", "InvalidInputError", "BundleError",
+__all__ = ["Predictor", "StreamingPredictor", "Prediction", "Client", "FoalEdgeError", "InvalidInputError", "BundleError",
            "IncompatibleEngineError", "BackendUnavailableError", "InferenceError", "MediaError", "CallbackError"]

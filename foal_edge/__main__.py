@@ -46,6 +46,7 @@ EPILOG = """examples:
   python -m foal_edge predict build/foal-demo --video clip.mp4 --video-only
   python -m foal_edge batch build/foal-demo recordings/ --out results.jsonl --workers 2
   python -m foal_edge live build/foal-demo --replay clip.mp4 --record annotated.mp4
+  python -m foal_edge serve build/foal-demo --port 8000      (clients: foal_edge.Client or HTTP/JSON)
   python -m foal_edge info build/foal-demo
 """
 
@@ -101,6 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--speed", type=float, default=1.0, help="replay speed (1: real time; 0: as fast as it runs)")
     lv.add_argument("--no-window", action="store_true", help="no display window even where there is a display")
 
+    sv = sub.add_parser("serve", help="serve a bundle over HTTP/JSON (Ray Serve, dynamic batching)",
+                        description="Serve a bundle to many clients: POST /predict (foal_edge.wire's JSON; "
+                                    "foal_edge.Client speaks it), GET /health. Requests arriving together are "
+                                    "predicted as one batch. Needs pip install 'foal-edge[serve]'.")
+    sv.add_argument("bundle", type=Path, help="a bundle directory")
+    sv.add_argument("--backend", default="auto", help="as for predict")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    sv.add_argument("--port", type=int, default=8000, help="HTTP port")
+    sv.add_argument("--replicas", type=int, default=1, help="Predictor replicas (each a Ray actor)")
+    sv.add_argument("--max-batch", type=int, default=8, help="most clips predicted together")
+    sv.add_argument("--batch-wait-ms", type=float, default=10.0,
+                    help="how long a clip waits for others to fill a batch")
+    sv.add_argument("--no-vad", action="store_true", help="no voice activity detection")
+
     inf = sub.add_parser("info", help="summarise a bundle and the backends available here")
     inf.add_argument("bundle", type=Path, help="a bundle directory")
     return p
@@ -115,6 +130,13 @@ def main(argv=None) -> int:
             return batch(args)
         if args.command == "live":
             return live(args)
+        if args.command == "serve":
+            from .serve import serve_forever
+
+            serve_forever(str(args.bundle.resolve()), host=args.host, port=args.port, backend=args.backend,
+                          replicas=args.replicas, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
+                          vad=False if args.no_vad else "auto")
+            return 0
         result = predict(args)
     except FoalEdgeError as exc:
         print(f"error: {exc}", file=sys.stderr)

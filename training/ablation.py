@@ -87,10 +87,33 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
+def paired(runs: list[dict], reference: str = "foalnet") -> dict:
+    """Each configuration minus the reference on the same fold and seed: the folds differ far
+    more than the configurations, so the comparison that can see a small effect is paired.
+    Mean difference of test UA, its sd and a 95% t interval over the pairs."""
+    from scipy import stats
+
+    base = {(r["seed"], r["fold"]): r["UA"] for r in runs if r["config"] == reference}
+    out = {}
+    for name in CONFIGS:
+        if name == reference:
+            continue
+        d = np.array([r["UA"] - base[(r["seed"], r["fold"])] for r in runs
+                      if r["config"] == name and (r["seed"], r["fold"]) in base])
+        if len(d) < 2:
+            continue
+        half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+        out[name] = {"pairs": int(len(d)), "mean_diff": float(d.mean()), "sd_diff": float(d.std(ddof=1)),
+                     "ci95": [float(d.mean() - half), float(d.mean() + half)]}
+    return out
+
+
 def write_reports(args, runs: list[dict], command: str, started: float) -> None:
     summary = summarise(runs)
+    differences = paired(runs)
     report = {"command": command, "settings": {k: str(v) for k, v in vars(args).items()},
-              "wall_seconds": round(time.time() - started, 1), "summary": summary, "runs": runs}
+              "wall_seconds": round(time.time() - started, 1), "summary": summary,
+              "paired_vs_foalnet": differences, "runs": runs}
     tmp = args.out / "ablation.json.tmp"
     tmp.write_text(json.dumps(report, indent=2))
     tmp.replace(args.out / "ablation.json")
@@ -101,6 +124,19 @@ def write_reports(args, runs: list[dict], command: str, started: float) -> None:
     for name, s in summary.items():
         lines.append(f"| {name} | {s['runs']} | {s['UA_mean']:.3f} +- {s['UA_std']:.3f} | {s['seed_mean_std']:.3f} "
                      f"| {s['WA_mean']:.3f} |")
+    if differences:
+        lines += ["", "Paired with Foal-Net on the same fold and seed (test UA difference):", "",
+                  "| configuration | pairs | mean difference | sd | 95% interval |", "| --- | ---: | ---: | ---: | --- |"]
+        for name, d in differences.items():
+            lines.append(f"| {name} | {d['pairs']} | {d['mean_diff']:+.3f} | {d['sd_diff']:.3f} "
+                         f"| [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] |")
+    folds = sorted({r["fold"] for r in runs})
+    lines += ["", "Mean test UA per test session (over seeds):", "",
+              "| configuration | " + " | ".join(f"session {f}" for f in folds) + " |",
+              "| --- |" + " ---: |" * len(folds)]
+    for name in summary:
+        cells = [np.mean([r["UA"] for r in runs if r["config"] == name and r["fold"] == f] or [np.nan]) for f in folds]
+        lines.append(f"| {name} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
     (args.out / "ablation.md").write_text("\n".join(lines) + "\n")
     plot(summary, runs, args.out / "ablation.png")
 

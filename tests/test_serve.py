@@ -1,0 +1,82 @@
+"""The serving endpoint: the real Ray Serve server on loopback, driven by concurrent clients."""
+
+import json
+import socket
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from foal_edge import Client, InvalidInputError, Predictor
+
+ray = pytest.importorskip("ray")
+serve = pytest.importorskip("ray.serve")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_bundle):
+    from foal_edge.serve import build_app
+
+    port = free_port()
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", ignore_reinit_error=True)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(str(tiny_bundle[1]), max_batch=8, batch_wait_ms=20, vad=False), name="foal-edge",
+              route_prefix="/")
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+    ray.shutdown()
+
+
+def clips(n):
+    from training.synthetic import make_clip
+
+    return [make_clip(100 + i, seconds=2.0, frames=6)[:2] for i in range(n)]
+
+
+def test_concurrent_clients_get_what_a_local_predictor_gives(server, tiny_bundle):
+    local = Predictor(tiny_bundle[1], backend="onnxruntime-cpu", vad=False)
+    client = Client(server)
+    data = clips(24)
+    with ThreadPoolExecutor(12) as pool:
+        remote = list(pool.map(lambda c: client.predict(audio=c[0], sample_rate=16000, frames=c[1]), data))
+    for (audio, frames), got in zip(data, remote):
+        want = local.predict(audio=audio, sample_rate=16000, frames=frames)
+        assert got.label == want.label and got.modalities == want.modalities
+        assert max(abs(got.probabilities[k] - want.probabilities[k]) for k in want.probabilities) <= 1e-5
+    assert max(client.health()["batch_sizes_seen"]) > 1  # requests were batched together
+
+
+def test_malformed_requests_get_a_400_with_the_runtimes_text(server, tiny_bundle):
+    local = Predictor(tiny_bundle[1], backend="onnxruntime-cpu", vad=False)
+    client = Client(server)
+    audio, frames = clips(1)[0]
+    for kwargs in (dict(audio=audio, sample_rate=0), dict(audio=np.full(16000, np.nan, np.float32), sample_rate=16000),
+                   dict(frames=frames[:, :4, :4])):
+        with pytest.raises(InvalidInputError) as local_error:
+            local.predict(**kwargs)
+        with pytest.raises(InvalidInputError) as remote_error:
+            client.predict(**kwargs)
+        assert str(remote_error.value) == str(local_error.value)
+    for body in (b"{not json", b'{"audio": 5}', b'{"frames": {"shape": [1, 2, 2, 3], "data": "AAAA"}}', b"{}"):
+        request = urllib.request.Request(server + "/predict", data=body, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(request, timeout=30)
+        assert err.value.code == 400 and json.loads(err.value.read())["error"] == "InvalidInputError"
+
+
+def test_the_server_survives_a_client_that_disconnects_mid_request(server):
+    host, port = server.removeprefix("http://").split(":")
+    for _ in range(3):
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100000\r\n\r\n{\"audio\": {\"dtype\": \"int16\"")
+        # closed with 99 kB of the body unsent
+    audio, frames = clips(1)[0]
+    assert Client(server).predict(audio=audio, sample_rate=16000, frames=frames).label
