@@ -19,7 +19,7 @@ from setuptools import find_packages, setup
 RUNTIME = ["numpy>=1.24", "scipy>=1.10", "Pillow>=9.1"]  # Pillow: CLIP's own frame resize
 MEDIA = ["soundfile>=0.12", "av>=11", "tqdm>=4.60"]  # tqdm: the batch command's progress bar
 VAD = ["webrtcvad-wheels>=2.0.14"]
-SERVE = ["ray[serve]>=2.9"]  # the HTTP endpoint (Ray Serve) and `batch --engine ray` (Ray Data)
+SERVE = ["ray[serve,data]>=2.9"]  # the HTTP endpoint (Ray Serve) and `batch --engine ray` (Ray Data)
 TRAIN = [
     # torch/torchvision as the registry serves them (the default builds): the CPU-only torch
     # file next to PyPI's torchvision breaks `import torchvision` (and transformers with it).

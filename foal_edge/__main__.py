@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--out", type=Path, required=True, help="results file: .jsonl or .csv")
     ba.add_argument("--workers", type=int, default=None, help="files predicted at once (default: one per core)")
     ba.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ba.add_argument("--engine", choices=("local", "ray"), default="local",
+                    help="local: threads in this process; ray: Ray Data actors (one Predictor each) on a local Ray "
+                         "or the cluster RAY_ADDRESS names (pip install 'foal-edge[serve]')")
 
     lv = sub.add_parser("live", help="a camera and microphone, or a replayed file, labelled as it plays",
                         description="Stream a webcam and microphone (pip install 'foal-edge[live]'), or a video "
@@ -180,7 +183,7 @@ def batch(args) -> int:
         raise InvalidInputError(f"--out {args.out}: name a .jsonl or .csv file")
     predictor = open_predictor(args, threads=1 if workers > 1 else None)  # one core per worker
     counts = runner.run(predictor, args.inputs, args.out, workers, use_audio=not args.video_only,
-                        use_video=not args.audio_only, progress=not args.no_progress)
+                        use_video=not args.audio_only, progress=not args.no_progress, engine=args.engine)
     print(f"{counts['done']} predicted, {counts['failed']} failed, {counts['skipped']} already in {args.out}",
           file=sys.stderr)
     return 0 if not counts["failed"] else 1

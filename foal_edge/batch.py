@@ -5,13 +5,16 @@ becomes one line (JSON Lines) or row (CSV, by the output's suffix) as soon as it
 the label, every probability, the modalities used, the notes and the time it took, or the
 error that stopped it (the batch goes on). Running the same command again skips the files
 already in the output, so an interrupted batch resumes. Files run on `--workers` threads
-sharing one Predictor (its sessions are thread-safe), with a progress bar (tqdm).
+sharing one Predictor (its sessions are thread-safe), with a progress bar (tqdm); with
+`--engine ray`, on Ray Data instead: one Predictor per actor, files streamed through them, on
+a local Ray or the cluster RAY_ADDRESS names, so the same command scales out.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 import threading
 import time
@@ -106,8 +109,10 @@ class Writer:
 
 
 def run(predictor, inputs, out: Path, workers: int = 1, use_audio: bool = True, use_video: bool = True,
-        progress: bool = True) -> dict:
-    """Predict every media file in `inputs` into `out`; returns counts."""
+        progress: bool = True, engine: str = "local") -> dict:
+    """Predict every media file in `inputs` into `out`; returns counts. engine "local": threads
+    sharing `predictor`; "ray": Ray Data, one Predictor per actor (the same bundle and options),
+    on the Ray cluster RAY_ADDRESS names, or a local one."""
     from tqdm import tqdm
 
     files = collect(inputs)
@@ -116,17 +121,58 @@ def run(predictor, inputs, out: Path, workers: int = 1, use_audio: bool = True, 
     counts = {"files": len(files), "skipped": len(files) - len(todo), "done": 0, "failed": 0}
     writer = Writer(out, predictor.labels)
     bar = tqdm(total=len(todo), desc="batch", unit="file", disable=not progress, file=sys.stderr)
+    records = _ray_records if engine == "ray" else _local_records
     try:
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            futures = [pool.submit(predict_one, predictor, f, use_audio, use_video) for f in todo]
-            for future in as_completed(futures):
-                record = future.result()
-                writer.write(record)
-                counts["failed" if "error" in record else "done"] += 1
-                if "error" in record:
-                    bar.write(f"failed: {record['file']}: {record['error']}", file=sys.stderr)
-                bar.update()
+        for record in records(predictor, todo, max(1, workers), use_audio, use_video):
+            writer.write(record)
+            counts["failed" if "error" in record else "done"] += 1
+            if "error" in record:
+                bar.write(f"failed: {record['file']}: {record['error']}", file=sys.stderr)
+            bar.update()
     finally:
         bar.close()
         writer.close()
     return counts
+
+
+def _local_records(predictor, todo, workers, use_audio, use_video):
+    with ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(predict_one, predictor, f, use_audio, use_video) for f in todo]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+class RayWorker:
+    """A Ray Data actor: one Predictor, files in, JSON records out."""
+
+    def __init__(self, bundle: str, backend: str, vad, use_audio: bool, use_video: bool):
+        from .predictor import Predictor
+
+        self.predictor = Predictor(bundle, backend=backend, threads=1, vad=vad)
+        self.use_audio, self.use_video = use_audio, use_video
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        records = [predict_one(self.predictor, Path(str(f)), self.use_audio, self.use_video) for f in batch["file"]]
+        return {"record": np.array([json.dumps(r) for r in records], dtype=object)}
+
+
+def _ray_records(predictor, todo, workers, use_audio, use_video):
+    try:
+        import ray
+    except ImportError as exc:
+        raise InvalidInputError("--engine ray needs Ray: pip install 'foal-edge[serve]'") from exc
+    if not todo:
+        return
+    ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True, include_dashboard=False,
+             logging_level="ERROR")
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # ours counts files
+    vad = predictor.vad is not None
+    ds = ray.data.from_items([{"file": str(f)} for f in todo], override_num_blocks=len(todo))
+    done = ds.map_batches(RayWorker, batch_size=1, concurrency=workers, num_cpus=1,
+                          fn_constructor_kwargs=dict(bundle=str(predictor.bundle.resolve()), backend=predictor.backend,
+                                                     vad=vad, use_audio=use_audio, use_video=use_video))
+    for row in done.iter_rows():  # streamed: each file's record as it finishes
+        yield json.loads(row["record"])

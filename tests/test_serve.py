@@ -80,3 +80,28 @@ def test_the_server_survives_a_client_that_disconnects_mid_request(server):
         # closed with 99 kB of the body unsent
     audio, frames = clips(1)[0]
     assert Client(server).predict(audio=audio, sample_rate=16000, frames=frames).label
+
+
+def test_batch_runs_on_ray_data(server, tiny_bundle, tmp_path):
+    """The same batch command on Ray Data (the local Ray the server runs on): one Predictor per
+    actor, results equal the local engine's, a broken file reported, resumable."""
+    from foal_edge.__main__ import main as cli
+
+    from .conftest import write_clip_video
+
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    for i in range(4):
+        write_clip_video(folder / f"s{i}.mp4", seconds=2.0, seed=i)
+    (folder / "broken.mp4").write_bytes(b"nope")
+    common = ["batch", str(tiny_bundle[1]), str(folder), "--no-progress", "--workers", "2", "--no-vad"]
+    assert cli(common + ["--out", str(tmp_path / "ray.jsonl"), "--engine", "ray"]) == 1
+    assert cli(common + ["--out", str(tmp_path / "local.jsonl")]) == 1
+    read = lambda p: {r["file"]: r for r in map(json.loads, p.read_text().splitlines())}  # noqa: E731
+    on_ray, local = read(tmp_path / "ray.jsonl"), read(tmp_path / "local.jsonl")
+    assert set(on_ray) == set(local) and len(on_ray) == 5 and "error" in on_ray[str(folder / "broken.mp4")]
+    for f, r in local.items():
+        if "error" not in r:
+            assert on_ray[f]["label"] == r["label"]
+            assert max(abs(on_ray[f]["probabilities"][k] - v) for k, v in r["probabilities"].items()) <= 1e-5
+    assert cli(common + ["--out", str(tmp_path / "ray.jsonl"), "--engine", "ray"]) == 0  # nothing left to do
