@@ -19,6 +19,7 @@ the passes as Pillow does, then CLIP's normalisation. Standard ONNX ops only (Te
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -42,10 +43,57 @@ class AudioGraph(nn.Module):
         return self.encoder(waveform)
 
 
+class SplitAttention(nn.Module):
+    """open_clip's nn.MultiheadAttention (batch first) written out with separate query, key and
+    value projections: the same arithmetic (the exported graph's output is unchanged, tested),
+    in the form ONNX Runtime's transformer optimizer recognises and fuses into its Attention
+    kernel (with the fused qkv projection of nn.MultiheadAttention it fused none). Standard
+    ONNX ops only, so TensorRT parses it as before."""
+
+    def __init__(self, mha: nn.MultiheadAttention):
+        super().__init__()
+        import copy
+
+        d, self.heads = mha.embed_dim, mha.num_heads
+        self.head_dim = d // self.heads
+        self.q, self.k, self.v = (nn.Linear(d, d) for _ in range(3))
+        w, b = mha.in_proj_weight.detach(), mha.in_proj_bias.detach()
+        with torch.no_grad():
+            for i, lin in enumerate((self.q, self.k, self.v)):
+                lin.weight.copy_(w[i * d:(i + 1) * d])
+                lin.bias.copy_(b[i * d:(i + 1) * d])
+        self.out_proj = copy.deepcopy(mha.out_proj)
+
+    def forward(self, query, key=None, value=None, need_weights=False, attn_mask=None):
+        B, T, D = query.shape
+        key = query if key is None else key
+        value = query if value is None else value
+        split = lambda x: x.reshape(B, -1, self.heads, self.head_dim).transpose(1, 2)  # noqa: E731
+        q, k, v = split(self.q(query)), split(self.k(key)), split(self.v(value))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
+        if attn_mask is not None:
+            scores = scores + attn_mask
+        out = (scores.softmax(dim=-1) @ v).transpose(1, 2).reshape(B, T, D)
+        return self.out_proj(out), None
+
+
+def with_split_attention(encoder):
+    """A copy of the video encoder whose attention layers are SplitAttention (the trained
+    model is left as it is)."""
+    import copy
+
+    encoder = copy.deepcopy(encoder)
+    for module in list(encoder.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.MultiheadAttention) and child.batch_first and child.in_proj_weight is not None:
+                setattr(module, name, SplitAttention(child))
+    return encoder
+
+
 class VideoGraph(nn.Module):
     def __init__(self, model):
         super().__init__()
-        self.encoder = model.video_encoder
+        self.encoder = with_split_attention(model.video_encoder)
 
     def forward(self, frames):
         return self.encoder(frames)
