@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parity-clips", type=int, default=None,
                    help="synthetic clips for the parity check (default 200 for tiny, 4 otherwise; 0 skips)")
     p.add_argument("--device", type=int, default=0, help="CUDA device for TensorRT builds")
+    p.add_argument("--ort-cuda-variant", dest="ort_cuda_variant", action="store_true", default=None,
+                   help="add ONNX Runtime CUDA's optimised FP16 video graph (fused attention; default with "
+                        "--precision fp16 --target onnx), used only by backend onnxruntime-cuda")
+    p.add_argument("--no-ort-cuda-variant", dest="ort_cuda_variant", action="store_false",
+                   help="leave that variant out")
     return p
 
 
@@ -250,6 +255,20 @@ def main(argv=None) -> Path:
             else:
                 entries[name].parity = {"vs_cpu_pillow": parity.preprocess_parity(fp32[name], config)}
 
+        if target == "onnx" and (args.ort_cuda_variant or (args.ort_cuda_variant is None and precision == "fp16")):
+            from .ort_optimize import ort_cuda_video
+
+            t = time.time()
+            dst = out / "video.ort-cuda.fp16.onnx"
+            heads = config.video.width // config.video.head_width
+            fused = ort_cuda_video(fp32["video"], dst, heads, config.video.width)
+            from foal_edge.manifest import sha256_file
+
+            entries["video"].variants["onnxruntime-cuda"] = {
+                "file": dst.name, "sha256": sha256_file(dst), "precision": "fp16",
+                "about": "ONNX Runtime transformer optimizer (" + ", ".join(f"{v} {k}" for k, v in fused.items())
+                         + "), FP16 with FP32 inputs/outputs; CUDA only"}
+            log_step(f"ONNX Runtime CUDA variant of the video graph ({fused}) in {time.time() - t:.1f}s")
         demo_files = write_demo_clip(out, config)
         write_manifest(out, manifest_for(config, entries, demo_files))
         (out / "export_report.json").write_text(json.dumps(

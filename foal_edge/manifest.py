@@ -59,6 +59,9 @@ class GraphInfo:
     compute_capability: str | None = None  # engines only, e.g. "8.7"
     parity: dict | None = None  # what export measured against eager PyTorch
     external_data: dict[str, str] = field(default_factory=dict)  # ONNX weight side files -> sha256
+    # backend -> {"file", "sha256", "precision", "about"}: a file only that backend runs instead
+    # (e.g. ONNX Runtime CUDA's optimised video graph with contrib ops; TensorRT builds from `file`)
+    variants: dict[str, dict] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict) -> "GraphInfo":
@@ -257,7 +260,14 @@ def _graph(v):
         "compute_capability": _nullable(lambda x: _str(x, 8, pattern=r"\d+\.\d+")),
         "parity": _nullable(_json_value),
         "external_data": lambda x: _entries(x, 256, _sha256),
+        "variants": lambda x: _entries(x, 4, _variant),
     })
+
+
+def _variant(v):
+    return _object(v, {"file": lambda x: _str(x, 255), "sha256": _sha256,
+                       "precision": lambda x: _str(x, choices=("fp32", "fp16", "int8"))},
+                   {"about": lambda x: _str(x, 500)})
 
 
 def _graphs(v):
@@ -379,6 +389,12 @@ def load_manifest(bundle, verify: bool = True) -> Manifest:
                 if key not in graph.external_data:
                     raise BundleError(f"{file}: external data {location!r} is not listed (with its sha256) in the "
                                       f"manifest; {rebuild}")
+        for backend, variant in graph.variants.items():
+            if backend != "onnxruntime-cuda":
+                raise BundleError(f"{bundle / MANIFEST}: graphs.{name}.variants.{backend}: only onnxruntime-cuda "
+                                  "variants exist")
+            bundle_file(bundle, variant["file"], f"graph {name!r}'s {backend} variant")
+            expected[variant["file"]] = variant["sha256"]
         if verify:
             for relative, digest in expected.items():
                 if sha256_file(bundle_file(bundle, relative, f"graph {name!r}")) != digest:

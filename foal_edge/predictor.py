@@ -153,10 +153,14 @@ class Predictor:
         if backend == "onnxruntime":
             backend = "onnxruntime-cuda" if cuda_available() else "onnxruntime-cpu"
         dev = backend.rsplit("-", 1)[1]
-        runners = {n: OnnxRuntimeRunner(self.bundle / g.file, dev, device, threads, g.precision,
-                                        exact_fp32=n == "preprocess", cache_key=g.sha256,
-                                        cache_dir=self.graph_cache)
-                   for n, g in self.manifest.graphs.items()}
+        runners = {}
+        for n, g in self.manifest.graphs.items():
+            # A graph may have a file only ONNX Runtime CUDA runs (fused contrib ops): used there.
+            variant = g.variants.get(backend) if backend == "onnxruntime-cuda" else None
+            file, precision, key = (variant["file"], variant["precision"], variant["sha256"]) if variant else \
+                (g.file, g.precision, g.sha256)
+            runners[n] = OnnxRuntimeRunner(self.bundle / file, dev, device, threads, precision,
+                                           exact_fp32=n == "preprocess", cache_key=key, cache_dir=self.graph_cache)
         return backend, runners
 
     def _check_widths(self) -> tuple[int, int]:

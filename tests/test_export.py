@@ -133,3 +133,26 @@ def test_auto_precision_picks_int8_only_where_it_is_faster_and_keeps_labels(tiny
     assert choice["graphs"]["fusion"] == "fp32"
     for name in ("audio", "video"):
         assert choice["graphs"][name] == ("int8" if choice["speedup"][name] >= MIN_INT8_SPEEDUP else "fp32")
+
+
+def test_an_onnxruntime_cuda_variant_is_hashed_and_used_only_there(tiny_bundle, tmp_path):
+    """FP16 ONNX bundles carry ONNX Runtime CUDA's optimised video graph (fused attention): the
+    manifest names it as that backend's variant, it is hashed like any graph, and the CPU runs
+    the standard graph. (tests/test_gpu.py runs the variant on CUDA.)"""
+    from export.build_engine import main as build
+    from foal_edge import BundleError, Predictor
+
+    out = tmp_path / "fp16"
+    build(["--checkpoint", str(tiny_bundle[0]), "--out", str(out), "--target", "onnx", "--precision", "fp16",
+           "--parity-clips", "0"])
+    m = load_manifest(out)
+    variant = m.graphs["video"].variants["onnxruntime-cuda"]
+    ops = {n.op_type for n in onnx.load(str(out / variant["file"])).graph.node}
+    assert "Attention" in ops and variant["precision"] == "fp16" and "Attention" in variant["about"]
+    cpu = Predictor(out, backend="onnxruntime-cpu")
+    assert cpu.runners["video"].path.name == m.graphs["video"].file
+    data = bytearray((out / variant["file"]).read_bytes())
+    data[-5] ^= 1
+    (out / variant["file"]).write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="ort-cuda.fp16.onnx: sha256 does not match"):
+        Predictor(out)
