@@ -11,7 +11,6 @@ clients and server share its cores. Writes NAME.json and NAME.md.
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import report
 from .latency import machine
 
 
@@ -96,11 +96,7 @@ def main(argv=None) -> dict:
     finally:
         serve.shutdown()
         ray.shutdown()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
-    args.out.with_suffix(".md").write_text(markdown(results))
-    print(markdown(results))
-    return results
+    return report.write(args.out, results, markdown)
 
 
 def markdown(results: dict) -> str:

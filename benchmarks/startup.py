@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import report
 from .latency import machine
 
 _CHILD = r"""
@@ -76,11 +77,7 @@ def main(argv=None) -> dict:
             "modes": {k: {field: float(np.median([x[field] for x in v]))
                           for field in ("predictor_s", "first_predict_s", "predict_s")} | {"cached": v[-1]["cached"]}
                       for k, v in runs.items()}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
-    args.out.with_suffix(".md").write_text(markdown(results))
-    print(markdown(results))
-    return results
+    return report.write(args.out, results, markdown)
 
 
 def markdown(results: dict) -> str:

@@ -12,13 +12,13 @@ Writes NAME.json and NAME.md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from . import report
 from .latency import machine
 
 
@@ -99,11 +99,7 @@ def main(argv=None) -> dict:
             results["runs"].append(run)
             print(f"[stream] {w}x{h} vad={vad}: RTF {run['rtf']:.3f}, {run['frames_encoded']}/{run['frames_seen']} "
                   f"frames encoded", file=sys.stderr, flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
-    args.out.with_suffix(".md").write_text(markdown(results))
-    print(markdown(results))
-    return results
+    return report.write(args.out, results, markdown)
 
 
 def markdown(results: dict) -> str:
