@@ -1,5 +1,7 @@
 """The README's examples run as written, against a bundle at build/foal-demo (here the tiny
-test bundle, built by the same command as the demo one), and every CLI command has help."""
+test bundle, built by the same command as the demo one), and every CLI command has help.
+```python blocks are complete programs and run here; ```py blocks are fragments (a server
+elsewhere, the user's own arrays)."""
 
 import contextlib
 import io
