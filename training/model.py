@@ -190,6 +190,10 @@ class FoalNet(nn.Module):
             s_av = losses.similarity_logits(pa, pv, self.avel_scale, cfg.avel_temperature)
             if w.avel > 0:
                 out["avel"] = avel
+                # What AVEL is when the similarities say nothing (a uniform softmax): each row's
+                # positives x ln(columns). Below it, audio and video align by emotion.
+                positives = losses.label_targets(labels).sum(dim=1)
+                out["avel_uniform"] = (positives * math.log(len(labels))).mean()
                 total = total + w.avel * avel
             if w.mem > 0:
                 mem = losses.mem_loss(self.fusion, audio, audio_mask, video, video_mask, labels,

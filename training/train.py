@@ -254,6 +254,7 @@ def train_fold(args, cfg, corpus_clips, test_session: int, out: Path, rank: int,
         order = balanced_order(train_clips, generators["sampler"])
         order = order[: len(order) - len(order) % world][rank::world]  # equal shards: DDP steps in lockstep
         losses_seen, ce_seen = [], []
+        aux_seen = {"avel": [], "avel_uniform": [], "mem": []}  # the auxiliary tasks: are they learning?
         bar = tqdm(range(0, len(order), args.batch_size), desc=f"fold {test_session} epoch {epoch + 1}",
                    disable=True if rank != 0 or args.quiet else None, leave=False)  # None: only on a terminal
         for n, i in enumerate(bar):
@@ -272,9 +273,13 @@ def train_fold(args, cfg, corpus_clips, test_session: int, out: Path, rank: int,
             scaler.update()
             losses_seen.append(float(out_step["loss"].detach()))
             ce_seen.append(float(out_step["ce"].detach()))
+            for key, seen in aux_seen.items():
+                if key in out_step:
+                    seen.append(float(out_step[key].detach()))
             bar.set_postfix(loss=f"{np.mean(losses_seen):.3f}")
         val = evaluate(model, val_clips, cfg, args.batch_size, device)
         row = {"epoch": epoch + 1, "loss": float(np.mean(losses_seen)), "ce": float(np.mean(ce_seen)),
+               **{key: float(np.mean(seen)) for key, seen in aux_seen.items() if seen},
                "val_UA": val[head]["UA"], "val_WA": val[head]["WA"], "val_UA_fused": val["fused"]["UA"],
                "val_UA_audio": val["audio"]["UA"], "val_UA_video": val["video"]["UA"]}
         history.append(row)
