@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -114,7 +115,7 @@ def write_reports(args, runs: list[dict], command: str, started: float) -> None:
     report = {"command": command, "settings": {k: str(v) for k, v in vars(args).items()},
               "wall_seconds": round(time.time() - started, 1), "summary": summary,
               "paired_vs_foalnet": differences, "runs": runs}
-    tmp = args.out / "ablation.json.tmp"
+    tmp = args.out / f"ablation.json.{os.getpid()}.tmp"  # several processes may share --out (disjoint configs)
     tmp.write_text(json.dumps(report, indent=2))
     tmp.replace(args.out / "ablation.json")
     lines = ["# Ablation (test UA of the selected epoch; mean +- standard deviation)", "",
