@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -36,20 +37,25 @@ def import_onnxruntime():
     return ort
 
 
-def physical_cores() -> int:
-    """Distinct (socket, core) pairs in /proc/cpuinfo: hyperthreads only slow GEMMs down."""
+@lru_cache(maxsize=1)
+def _cpuinfo() -> tuple[tuple[str, str], ...]:
+    """/proc/cpuinfo as (key, value) pairs, read once per process (empty where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
-            cores, socket = set(), "0"
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "physical id":
-                    socket = value.strip()
-                elif key.strip() == "core id":
-                    cores.add((socket, value.strip()))
-        return len(cores) or os.cpu_count() or 1
+            return tuple((k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in f))
     except OSError:
-        return os.cpu_count() or 1
+        return ()
+
+
+def physical_cores() -> int:
+    """Distinct (socket, core) pairs in /proc/cpuinfo: hyperthreads only slow GEMMs down."""
+    cores, socket = set(), "0"
+    for key, value in _cpuinfo():
+        if key == "physical id":
+            socket = value
+        elif key == "core id":
+            cores.add((socket, value))
+    return len(cores) or os.cpu_count() or 1
 
 
 def _runtime_errors(ort) -> tuple[type[BaseException], ...]:
@@ -73,17 +79,9 @@ def default_cache_dir() -> Path | None:
 def _cpu_signature() -> str:
     """The CPU model and instruction-set flags: an optimised graph may hold kernels and weight
     layouts chosen for them (NCHWc blocks, prepacked GEMM panels), so it is cached per CPU."""
-    model, flags = "", ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and not model:
-                    model = value.strip()
-                elif key.strip() in ("flags", "Features") and not flags:
-                    flags = value.strip()
-    except OSError:
-        pass
+    info = _cpuinfo()
+    model = next((v for k, v in info if k == "model name"), "")
+    flags = next((v for k, v in info if k in ("flags", "Features")), "")
     return f"{model}|{flags}|{os.uname().machine}"
 
 
