@@ -107,3 +107,37 @@ def test_weighted_ccc_loss():
     pred[:, 2] = torch.randn(100, generator=g)
     expected = 1.0 * (1 - float(losses.ccc(pred[:, 2], gold[:, 2])))
     assert abs(float(losses.ccc_loss(pred, gold, (0.2, 0.7, 1.0))) - expected) < 1e-5
+
+
+def test_mem_mlp_head_can_compare_the_modalities_a_linear_head_cannot():
+    """The pooled cross-attention output is close to audio part + video part; "same emotion?"
+    is then an XOR of the two, which a linear head cannot fit and the MLP head can."""
+    from training.model import matching_head
+
+    torch.manual_seed(0)
+    a_val, v_val = torch.randint(0, 2, (2, 512))  # the valence each modality shows
+    x = torch.zeros(512, 16)
+    x[:, 0] = a_val * 2.0 - 1  # audio's part of the pooled vector
+    x[:, 1] = v_val * 2.0 - 1  # video's part
+    x += 0.05 * torch.randn_like(x)
+    same = (a_val == v_val).long()
+    final = {}
+    for kind in ("linear", "mlp"):
+        head = matching_head(16, kind)
+        opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+        for _ in range(300):
+            loss = F.cross_entropy(head(x), same)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        final[kind] = loss.item()
+    assert final["linear"] > 0.6 and final["mlp"] < 0.1, final
+
+
+def test_mem_head_kind_is_kept_in_the_checkpoint(tmp_path):
+    from training.model import FoalNet
+
+    model = FoalNet.from_preset("tiny", mem_head="mlp")
+    model.save(tmp_path)
+    loaded = FoalNet.load(tmp_path)
+    assert loaded.config.mem_head == "mlp" and isinstance(loaded.mem_audio, torch.nn.Sequential)

@@ -226,3 +226,20 @@ def test_unimodal_baseline_and_missing_modality_runs(small_corpus, tmp_path):
     train(common + ["--missing", "0.5", "--out", str(tmp_path / "missing")])
     metrics = json.loads((tmp_path / "missing" / "fold1" / "metrics.json").read_text())
     assert metrics["missing"] == 0.5 and np.isfinite(metrics["history"][0]["loss"])
+
+
+def test_face_arousal_changes_aroused_faces_only():
+    """The shared-cue corpus's face shows arousal (wider eyes, raised brows) on top of valence;
+    calm faces, and every face at face_arousal 0, stay as the first corpus drew them."""
+    from training.synthetic import _speaker, draw_face
+
+    speaker = _speaker(np.random.default_rng(3), "M")
+
+    def face(code, strength):
+        return draw_face(np.random.default_rng(9), speaker, code, 0.8, talking=True, face_arousal=strength)
+
+    for calm in ("neu", "sad"):
+        assert np.array_equal(face(calm, 0.0), face(calm, 0.6))
+    for aroused in ("hap", "ang"):
+        changed = np.abs(face(aroused, 0.6).astype(int) - face(aroused, 0.0)).max(axis=2) > 40
+        assert changed.sum() > 30, changed.sum()  # eyes and brows moved, not just noise

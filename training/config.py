@@ -127,6 +127,12 @@ class FoalConfig:
     # default, since "clip" (logits * exp(scale), clamped at ln(100), CLIP's convention) gives
     # AVEL 11-12x the emotion CE's gradient on the encoders (README, training section).
     avel_temperature: str = "reference"
+    # MEM's "same emotion?" heads. "linear" is the paper's Linear(d, 2) on the mean-pooled
+    # cross-attention output. The stacks have no feed-forward layer and a clip's frames look
+    # alike, so that output is close to a sum of an audio part and a video part, and whether
+    # two parts agree is an XOR, which a linear head cannot compute; "mlp" (Linear-GELU-Linear)
+    # can. On the synthetic corpus neither moved MEM far from ln 2 (README, training section).
+    mem_head: str = "linear"
     labels: tuple[str, ...] = EMOTION_LABELS
     sample_rate: int = SAMPLE_RATE
     audio_seconds: float = 6.0

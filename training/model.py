@@ -69,6 +69,15 @@ class AlignmentProjection(nn.Module):
         return F.normalize(self.norm(e1 + self.dropout(self.fc(F.gelu(e1)))), dim=-1)
 
 
+def matching_head(d_in: int, kind: str) -> nn.Module:
+    """MEM's binary "same emotion?" head (FoalConfig.mem_head)."""
+    if kind == "linear":
+        return nn.Linear(d_in, 2)
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(d_in, d_in), nn.GELU(), nn.Linear(d_in, 2))
+    raise ValueError(f"mem_head must be 'linear' or 'mlp', not {kind!r}")
+
+
 class FoalNet(nn.Module):
     def __init__(self, config: FoalConfig, wavlm: str | Path | None = None, clip: str | Path | None = None):
         super().__init__()
@@ -81,8 +90,8 @@ class FoalNet(nn.Module):
         self.avel_audio = AlignmentProjection(d_a, config.avel_dim)
         self.avel_video = AlignmentProjection(d_v, config.avel_dim)
         self.avel_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-        self.mem_audio = nn.Linear(d_a, 2)
-        self.mem_video = nn.Linear(d_v, 2)
+        self.mem_audio = matching_head(d_a, config.mem_head)
+        self.mem_video = matching_head(d_v, config.mem_head)
 
     # -- construction -------------------------------------------------------------------
     @classmethod

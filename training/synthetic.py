@@ -93,8 +93,14 @@ def speak(rng: np.random.Generator, speaker: dict, code: str, seconds: float,
     return (out * rng.uniform(0.1, 0.6)).astype(np.float32)
 
 
-def draw_face(rng: np.random.Generator, speaker: dict, code: str | None, strength: float, talking: bool):
-    """One RGB frame of the speaker; `code` None draws an empty room (between turns)."""
+FACE_AROUSAL = 0.0  # strength of arousal in the face (wide eyes, raised brows, open mouth); 0: none
+
+
+def draw_face(rng: np.random.Generator, speaker: dict, code: str | None, strength: float, talking: bool,
+              face_arousal: float = FACE_AROUSAL):
+    """One RGB frame of the speaker; `code` None draws an empty room (between turns).
+    With `face_arousal` > 0 an aroused face also opens its eyes wider, raises its brows and
+    opens its mouth further: arousal, the voice's strong cue, shows weakly in the face."""
     from PIL import Image, ImageDraw
 
     img = Image.new("RGB", (WIDTH, HEIGHT), tuple(int(c) for c in speaker["background"]))
@@ -106,18 +112,20 @@ def draw_face(rng: np.random.Generator, speaker: dict, code: str | None, strengt
         rx, ry = 34 * s, 44 * s
         d.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=tuple(int(c) for c in speaker["skin"]))
         valence = 1 if PLEASANT[code] else -1
+        wide = face_arousal * AROUSAL[code]  # 0 for calm faces and for the face_arousal=0 corpus
         for side in (-1, 1):
             ex, ey = cx + side * 14 * s, cy - 10 * s
-            d.ellipse([ex - 4 * s, ey - 3 * s, ex + 4 * s, ey + 3 * s], fill=(30, 30, 30))
-            # Brows: level-arched when pleasant, inner ends pulled down when not.
+            d.ellipse([ex - 4 * s, ey - 3 * s * (1 + wide), ex + 4 * s, ey + 3 * s * (1 + wide)], fill=(30, 30, 30))
+            # Brows: level-arched when pleasant, inner ends pulled down when not; raised when aroused.
             tilt = -valence * 6 * s * strength
-            d.line([ex - side * 3 * s, ey - 9 * s + tilt, ex + side * 11 * s, ey - 11 * s], fill=(40, 25, 20),
-                   width=max(2, int(5 * s)))
+            lift = 5 * s * wide
+            d.line([ex - side * 3 * s, ey - 9 * s + tilt - lift, ex + side * 11 * s, ey - 11 * s - lift],
+                   fill=(40, 25, 20), width=max(2, int(5 * s)))
         # Mouth: a wide, thick parabola, corners up (pleasant) or down (unpleasant).
         xs = np.linspace(-22, 22, 23) * s
         curve = valence * strength * 16 * s * (xs / (22 * s)) ** 2
         ys = cy + 20 * s - curve + valence * 5 * s
-        opening = rng.uniform(1, 5) * s if talking else 0.0
+        opening = rng.uniform(1, 5) * s * (1 + 1.5 * wide) if talking else 0.0
         d.line(list(zip(cx + xs, ys - opening / 2)), fill=(120, 20, 30), width=max(2, int(8 * s)))
         if opening:
             d.line(list(zip(cx + xs, ys + opening / 2)), fill=(120, 20, 30), width=max(2, int(5 * s)))
@@ -127,7 +135,8 @@ def draw_face(rng: np.random.Generator, speaker: dict, code: str | None, strengt
 
 def write_dialog(root: Path, rng: np.random.Generator, session: int, lead: str, index: int,
                  speakers: dict, turns: int, voice_valence: float = VOICE_VALENCE,
-                 seconds: tuple[float, float] = (1.6, 3.2), valence_cue: str = VALENCE_CUE) -> None:
+                 seconds: tuple[float, float] = (1.6, 3.2), valence_cue: str = VALENCE_CUE,
+                 face_arousal: float = FACE_AROUSAL) -> None:
     import av
     import soundfile as sf
 
@@ -171,7 +180,8 @@ def write_dialog(root: Path, rng: np.random.Generator, session: int, lead: str, 
                 current += 1
             start, end, gender, code, strength = schedule[current]
             inside = start <= t < end
-            frame = draw_face(rng, speakers[gender], code if inside else None, strength, talking=inside)
+            frame = draw_face(rng, speakers[gender], code if inside else None, strength, talking=inside,
+                              face_arousal=face_arousal)
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
@@ -180,14 +190,15 @@ def write_dialog(root: Path, rng: np.random.Generator, session: int, lead: str, 
 
 def make_corpus(out, sessions: int = 5, dialogs_per_session: int = 2, turns_per_dialog: int = 60,
                 seed: int = 1234, voice_valence: float = VOICE_VALENCE,
-                seconds: tuple[float, float] = (1.6, 3.2), valence_cue: str = VALENCE_CUE) -> Path:
+                seconds: tuple[float, float] = (1.6, 3.2), valence_cue: str = VALENCE_CUE,
+                face_arousal: float = FACE_AROUSAL) -> Path:
     out = Path(out)
     for session in range(1, sessions + 1):
         rng = np.random.default_rng([seed, session])
         speakers = {g: _speaker(rng, g) for g in "FM"}
         for index in range(1, dialogs_per_session + 1):
             write_dialog(out, rng, session, "FM"[(index - 1) % 2], index, speakers, turns_per_dialog,
-                         voice_valence, seconds, valence_cue)
+                         voice_valence, seconds, valence_cue, face_arousal)
     return out
 
 
@@ -205,10 +216,12 @@ def main(argv=None) -> None:
     p.add_argument("--valence-cue", choices=("glide", "breath"), default=VALENCE_CUE,
                    help="how the voice shows valence: pitch glides up/down in each syllable, or unpleasant "
                         "syllables are breathy")
+    p.add_argument("--face-arousal", type=float, default=FACE_AROUSAL,
+                   help="strength of arousal in the face (wider eyes, raised brows, open mouth; 0: none)")
     p.add_argument("--seed", type=int, default=1234, help="corpus seed (speakers, labels, noise)")
     args = p.parse_args(argv)
     make_corpus(args.out, args.sessions, args.dialogs, args.turns, args.seed, args.voice_valence,
-                tuple(args.seconds), args.valence_cue)
+                tuple(args.seconds), args.valence_cue, args.face_arousal)
     from .data.iemocap import read_iemocap
 
     print(f"wrote {args.out}: " + read_iemocap(args.out, sessions=range(1, args.sessions + 1)).report())

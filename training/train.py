@@ -353,6 +353,7 @@ def make_config(args):
     if args.freeze_video is not None:
         cfg.freeze_video = args.freeze_video
     cfg.avel_temperature = args.avel_temperature
+    cfg.mem_head = args.mem_head
     return cfg
 
 
@@ -383,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--avel-temperature", choices=("clip", "reference"), default="reference",
                    help="AVEL logits / ln(1/0.07) as the reference code (default), or CLIP's x exp(scale) "
                         "(its gradient on the encoders is 11-12x the emotion CE's at the start)")
+    p.add_argument("--mem-head", choices=("linear", "mlp"), default="linear",
+                   help="MEM's matching heads: the paper's linear layer, or a 2-layer MLP that can compare "
+                        "the audio and video parts of the pooled cross-attention output")
     p.add_argument("--modality", choices=("both", "audio", "video"), default="both",
                    help="both: Foal-Net; audio / video: the paper's unimodal baselines, that encoder and "
                         "its head trained alone")
