@@ -225,6 +225,7 @@ def build_bundles(args, checkpoint: Path) -> dict[str, Path]:
     INT8 / FP16 bundles derived from it when those backends are measured."""
     from export.build_engine import main as build
     from export.bundle import derive_bundle
+    from training.config import FoalConfig
 
     fp32 = Path(args.bundle_dir) / "fp32"
     if not (fp32 / "manifest.json").is_file():
@@ -236,7 +237,8 @@ def build_bundles(args, checkpoint: Path) -> dict[str, Path]:
         if f"onnxruntime-{precision}" in args.backends:
             path = Path(args.bundle_dir) / precision
             if not (path / "manifest.json").is_file():
-                derive_bundle(fp32, path, precision)
+                video = FoalConfig.from_dict(json.loads((checkpoint / "config.json").read_text())).video
+                derive_bundle(fp32, path, precision, (video.width // video.head_width, video.width))
             bundles[precision] = path
     return bundles
 

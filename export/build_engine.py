@@ -256,18 +256,11 @@ def main(argv=None) -> Path:
                 entries[name].parity = {"vs_cpu_pillow": parity.preprocess_parity(fp32[name], config)}
 
         if target == "onnx" and (args.ort_cuda_variant or (args.ort_cuda_variant is None and precision == "fp16")):
-            from .ort_optimize import ort_cuda_video
+            from .ort_optimize import add_ort_cuda_variant
 
             t = time.time()
-            dst = out / "video.ort-cuda.fp16.onnx"
-            heads = config.video.width // config.video.head_width
-            fused = ort_cuda_video(fp32["video"], dst, heads, config.video.width)
-            from foal_edge.manifest import sha256_file
-
-            entries["video"].variants["onnxruntime-cuda"] = {
-                "file": dst.name, "sha256": sha256_file(dst), "precision": "fp16",
-                "about": "ONNX Runtime transformer optimizer (" + ", ".join(f"{v} {k}" for k, v in fused.items())
-                         + "), FP16 with FP32 inputs/outputs; CUDA only"}
+            fused = add_ort_cuda_variant(out, entries["video"], fp32["video"],
+                                         config.video.width // config.video.head_width, config.video.width)
             log_step(f"ONNX Runtime CUDA variant of the video graph ({fused}) in {time.time() - t:.1f}s")
         demo_files = write_demo_clip(out, config)
         write_manifest(out, manifest_for(config, entries, demo_files))

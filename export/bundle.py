@@ -66,8 +66,10 @@ def write_manifest(bundle: Path, manifest: Manifest) -> Path:
     return path
 
 
-def derive_bundle(src: Path, dst: Path, precision: str) -> Path:
-    """An FP16 or INT8 ONNX bundle from an FP32 ONNX bundle, without exporting again."""
+def derive_bundle(src: Path, dst: Path, precision: str, vit_shape: tuple[int, int] | None = None) -> Path:
+    """An FP16 or INT8 ONNX bundle from an FP32 ONNX bundle, without exporting again.
+    FP16 with `vit_shape` (the video tower's attention heads and width) also gets the video
+    graph's onnxruntime-cuda variant, as `build_engine --precision fp16 --target onnx` does."""
     import shutil
 
     from foal_edge.manifest import load_manifest
@@ -80,6 +82,7 @@ def derive_bundle(src: Path, dst: Path, precision: str) -> Path:
     if any(g.format != "onnx" or g.precision != "fp32" for g in manifest.graphs.values()):
         raise ValueError(f"{src}: derive_bundle needs an FP32 ONNX bundle")
     dst.mkdir(parents=True, exist_ok=True)
+    fp32_video = src / manifest.graphs["video"].file
     for name, g in manifest.graphs.items():
         source = src / g.file
         target = dst / f"{name}.{precision}.onnx"
@@ -95,6 +98,10 @@ def derive_bundle(src: Path, dst: Path, precision: str) -> Path:
             shutil.copyfile(source, target)
         manifest.graphs[name] = graph_info(dst, target, "onnx", precision if target.name != g.file else "fp32",
                                            target, opset=g.opset)
+    if precision == "fp16" and vit_shape:
+        from .ort_optimize import add_ort_cuda_variant
+
+        add_ort_cuda_variant(dst, manifest.graphs["video"], fp32_video, *vit_shape)
     for key in ("audio", "frames"):
         if manifest.demo:
             shutil.copyfile(src / manifest.demo[key], dst / manifest.demo[key])

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+VARIANT_FILE = "video.ort-cuda.fp16.onnx"
+
 
 def ort_cuda_video(fp32_onnx: Path, dst: Path, heads: int, hidden: int) -> dict:
     """Write the variant; returns the fused operator counts."""
@@ -29,4 +31,18 @@ def ort_cuda_video(fp32_onnx: Path, dst: Path, heads: int, hidden: int) -> dict:
         model.save_model_to_file(str(dst))
     finally:
         quiet.setLevel(level)
+    return fused
+
+
+def add_ort_cuda_variant(bundle: Path, entry, fp32_video: Path, heads: int, hidden: int) -> dict:
+    """Write the variant into `bundle` and name it in the video graph's manifest `entry`
+    (a GraphInfo) as the onnxruntime-cuda variant. Returns the fused operator counts."""
+    from foal_edge.manifest import sha256_file
+
+    dst = Path(bundle) / VARIANT_FILE
+    fused = ort_cuda_video(fp32_video, dst, heads, hidden)
+    entry.variants["onnxruntime-cuda"] = {
+        "file": dst.name, "sha256": sha256_file(dst), "precision": "fp16",
+        "about": "ONNX Runtime transformer optimizer (" + ", ".join(f"{v} {k}" for k, v in fused.items())
+                 + "), FP16 with FP32 inputs/outputs; CUDA only"}
     return fused

@@ -156,3 +156,16 @@ def test_an_onnxruntime_cuda_variant_is_hashed_and_used_only_there(tiny_bundle, 
     (out / variant["file"]).write_bytes(bytes(data))
     with pytest.raises(BundleError, match="ort-cuda.fp16.onnx: sha256 does not match"):
         Predictor(out)
+
+
+def test_a_derived_fp16_bundle_carries_the_same_cuda_variant(tiny_bundle, tmp_path):
+    """The latency harness derives its FP16 bundle from the FP32 one: with the ViT's shape it
+    gets the onnxruntime-cuda variant too, so GPU benchmarks time what build_engine ships."""
+    from export.bundle import derive_bundle
+    from training.config import preset
+
+    vit = preset("tiny").video
+    out = derive_bundle(tiny_bundle[1], tmp_path / "fp16", "fp16", (vit.width // vit.head_width, vit.width))
+    variant = load_manifest(out).graphs["video"].variants["onnxruntime-cuda"]
+    assert "Attention" in {n.op_type for n in onnx.load(str(out / variant["file"])).graph.node}
+    assert not load_manifest(derive_bundle(tiny_bundle[1], tmp_path / "plain", "fp16")).graphs["video"].variants
