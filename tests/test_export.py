@@ -169,3 +169,18 @@ def test_a_derived_fp16_bundle_carries_the_same_cuda_variant(tiny_bundle, tmp_pa
     variant = load_manifest(out).graphs["video"].variants["onnxruntime-cuda"]
     assert "Attention" in {n.op_type for n in onnx.load(str(out / variant["file"])).graph.node}
     assert not load_manifest(derive_bundle(tiny_bundle[1], tmp_path / "plain", "fp16")).graphs["video"].variants
+
+
+def test_graph_ops_counts_the_nodes_the_optimizer_leaves(tiny_bundle, tmp_path):
+    """benchmarks.graph_ops, the launch count of a graph: the exported count is the graph's own,
+    and ONNX Runtime's optimizer only ever removes nodes (it fuses GELU and LayerNorm here)."""
+    from benchmarks.graph_ops import main as graph_ops
+    from training.config import preset
+
+    audio = preset("tiny").audio
+    graph = tiny_bundle[1] / load_manifest(tiny_bundle[1]).graphs["audio"].file
+    r = graph_ops([str(graph), "--heads", str(audio.num_attention_heads), "--hidden", str(audio.hidden_size),
+                   "--layers", str(audio.num_hidden_layers), "--out", str(tmp_path / "ops")])
+    assert r["exported"]["nodes"] == len(onnx.load(str(graph), load_external_data=False).graph.node)
+    assert r["ort_optimized"]["nodes"] < r["exported"]["nodes"] and r["ort_optimized"]["fused"]
+    assert "| **nodes** |" in (tmp_path / "ops.md").read_text()
