@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
-import logging
 import sys
 import time
 from pathlib import Path
+
+from . import report
 
 
 def op_counts(nodes) -> dict[str, int]:
@@ -39,12 +39,13 @@ def main(argv=None) -> dict:
     import onnx
     from onnxruntime.transformers import optimizer
 
+    from export.ort_optimize import quiet_optimizer
+
     exported = onnx.load(str(args.onnx), load_external_data=False).graph.node
-    quiet = logging.getLogger("onnxruntime.transformers")
-    quiet.setLevel(logging.ERROR)
     t = time.time()
-    model = optimizer.optimize_model(str(args.onnx), model_type=args.model_type, num_heads=args.heads,
-                                     hidden_size=args.hidden, use_gpu=True)
+    with quiet_optimizer():
+        model = optimizer.optimize_model(str(args.onnx), model_type=args.model_type, num_heads=args.heads,
+                                         hidden_size=args.hidden, use_gpu=True)
     seconds = time.time() - t
     optimised = model.model.graph.node
     result = {
@@ -54,20 +55,19 @@ def main(argv=None) -> dict:
                           "fused": {k: v for k, v in model.get_fused_operator_statistics().items() if v},
                           "seconds": round(seconds, 1)},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    rows = sorted(set(result["exported"]["ops"]) | set(result["ort_optimized"]["ops"]),
-                  key=lambda k: -result["exported"]["ops"].get(k, 0))
-    lines = [f"# Nodes in `{args.onnx.name}` ({args.layers} layers)", "",
-             "Command: `python -m benchmarks.graph_ops " + " ".join(sys.argv[1:] if argv is None else argv) + "`", "",
+    command = "python -m benchmarks.graph_ops " + " ".join(sys.argv[1:] if argv is None else argv)
+    return report.write(args.out, result, lambda r: markdown(r, command))
+
+
+def markdown(result: dict, command: str) -> str:
+    exported, optimised, layers = result["exported"], result["ort_optimized"], result["layers"]
+    rows = sorted(set(exported["ops"]) | set(optimised["ops"]), key=lambda k: -exported["ops"].get(k, 0))
+    lines = [f"# Nodes in `{Path(result['graph']).name}` ({layers} layers)", "", f"Command: `{command}`", "",
              "| | exported | ONNX Runtime optimizer |", "| --- | ---: | ---: |",
-             f"| **nodes** | **{len(exported)}** | **{len(optimised)}** |",
-             f"| per layer | {len(exported) / args.layers:.0f} | {len(optimised) / args.layers:.0f} |"]
-    lines += [f"| {k} | {result['exported']['ops'].get(k, 0)} | {result['ort_optimized']['ops'].get(k, 0)} |"
-              for k in rows]
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[:8]))
-    return result
+             f"| **nodes** | **{exported['nodes']}** | **{optimised['nodes']}** |",
+             f"| per layer | {exported['nodes'] / layers:.0f} | {optimised['nodes'] / layers:.0f} |"]
+    lines += [f"| {k} | {exported['ops'].get(k, 0)} | {optimised['ops'].get(k, 0)} |" for k in rows]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -220,12 +220,11 @@ def _softmax(x):
 
 
 # -- the run ------------------------------------------------------------------------------
-def build_bundles(args, checkpoint: Path) -> dict[str, Path]:
+def build_bundles(args, checkpoint: Path, cfg) -> dict[str, Path]:
     """The FP32 ONNX bundle of the checkpoint (exported once, kept in --bundle-dir) and the
     INT8 / FP16 bundles derived from it when those backends are measured."""
     from export.build_engine import main as build
     from export.bundle import derive_bundle
-    from training.config import FoalConfig
 
     fp32 = Path(args.bundle_dir) / "fp32"
     if not (fp32 / "manifest.json").is_file():
@@ -237,8 +236,7 @@ def build_bundles(args, checkpoint: Path) -> dict[str, Path]:
         if f"onnxruntime-{precision}" in args.backends:
             path = Path(args.bundle_dir) / precision
             if not (path / "manifest.json").is_file():
-                video = FoalConfig.from_dict(json.loads((checkpoint / "config.json").read_text())).video
-                derive_bundle(fp32, path, precision, (video.width // video.head_width, video.width))
+                derive_bundle(fp32, path, precision, (cfg.video.heads, cfg.video.width))
             bundles[precision] = path
     return bundles
 
@@ -292,7 +290,7 @@ def run(args) -> dict:
 
     remove_weight_norm(model)
     cfg = model.config
-    bundles = build_bundles(args, checkpoint)
+    bundles = build_bundles(args, checkpoint, cfg)
     if args.bundle:
         bundles["tensorrt"] = Path(args.bundle)
     reference = Predictor(bundles["fp32"], backend="onnxruntime-cpu", threads=args.threads, preprocess="cpu")

@@ -259,8 +259,7 @@ def main(argv=None) -> Path:
             from .ort_optimize import add_ort_cuda_variant
 
             t = time.time()
-            fused = add_ort_cuda_variant(out, entries["video"], fp32["video"],
-                                         config.video.width // config.video.head_width, config.video.width)
+            fused = add_ort_cuda_variant(out, entries["video"], fp32["video"], config.video.heads, config.video.width)
             log_step(f"ONNX Runtime CUDA variant of the video graph ({fused}) in {time.time() - t:.1f}s")
         demo_files = write_demo_clip(out, config)
         write_manifest(out, manifest_for(config, entries, demo_files))

@@ -7,10 +7,24 @@ the manifest names this file as the onnxruntime-cuda variant of the video graph.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
 VARIANT_FILE = "video.ort-cuda.fp16.onnx"
+
+
+@contextlib.contextmanager
+def quiet_optimizer():
+    """ONNX Runtime's transformer optimizer at ERROR only ("symbolic shape inference disabled
+    or failed" etc.), its level restored after."""
+    log = logging.getLogger("onnxruntime.transformers")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def ort_cuda_video(fp32_onnx: Path, dst: Path, heads: int, hidden: int) -> dict:
@@ -19,18 +33,13 @@ def ort_cuda_video(fp32_onnx: Path, dst: Path, heads: int, hidden: int) -> dict:
 
     from .onnx_export import IR_VERSION
 
-    quiet = logging.getLogger("onnxruntime.transformers")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # "symbolic shape inference disabled or failed" etc.
-    try:
+    with quiet_optimizer():
         model = optimizer.optimize_model(str(fp32_onnx), model_type="vit", num_heads=heads, hidden_size=hidden,
                                          use_gpu=True)
         fused = {k: v for k, v in model.get_fused_operator_statistics().items() if v}
         model.convert_float_to_float16(keep_io_types=True)
         model.model.ir_version = IR_VERSION
         model.save_model_to_file(str(dst))
-    finally:
-        quiet.setLevel(level)
     return fused
 
 

@@ -156,7 +156,7 @@ class Predictor:
         runners = {}
         for n, g in self.manifest.graphs.items():
             # A graph may have a file only ONNX Runtime CUDA runs (fused contrib ops): used there.
-            variant = g.variants.get(backend) if backend == "onnxruntime-cuda" else None
+            variant = g.variants.get(backend)  # the manifest allows onnxruntime-cuda variants only
             file, precision, key = (variant["file"], variant["precision"], variant["sha256"]) if variant else \
                 (g.file, g.precision, g.sha256)
             runners[n] = OnnxRuntimeRunner(self.bundle / file, dev, device, threads, precision,

@@ -165,7 +165,7 @@ def test_a_derived_fp16_bundle_carries_the_same_cuda_variant(tiny_bundle, tmp_pa
     from training.config import preset
 
     vit = preset("tiny").video
-    out = derive_bundle(tiny_bundle[1], tmp_path / "fp16", "fp16", (vit.width // vit.head_width, vit.width))
+    out = derive_bundle(tiny_bundle[1], tmp_path / "fp16", "fp16", (vit.heads, vit.width))
     variant = load_manifest(out).graphs["video"].variants["onnxruntime-cuda"]
     assert "Attention" in {n.op_type for n in onnx.load(str(out / variant["file"])).graph.node}
     assert not load_manifest(derive_bundle(tiny_bundle[1], tmp_path / "plain", "fp16")).graphs["video"].variants

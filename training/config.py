@@ -80,6 +80,10 @@ class VideoConfig:
     quick_gelu: bool = False  # True for OpenAI's original weights ("-quickgelu" names)
     pool_type: str = "tok"  # CLIP pools the class token; "avg" pools the patch tokens
 
+    @property
+    def heads(self) -> int:
+        return self.width // self.head_width
+
     def vision_cfg(self) -> dict[str, Any]:
         return {
             "image_size": self.image_size,
