@@ -67,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="synthetic clips for the parity check (default 200 for tiny, 4 otherwise; 0 skips)")
     p.add_argument("--device", type=int, default=0, help="CUDA device for TensorRT builds")
     p.add_argument("--ort-cuda-variant", dest="ort_cuda_variant", action="store_true", default=None,
-                   help="add ONNX Runtime CUDA's optimised FP16 video graph (fused attention; default with "
-                        "--precision fp16 --target onnx), used only by backend onnxruntime-cuda")
+                   help="add ONNX Runtime CUDA's optimised FP16 audio and video graphs (fused attention; default "
+                        "with --precision fp16 --target onnx), used only by backend onnxruntime-cuda")
     p.add_argument("--no-ort-cuda-variant", dest="ort_cuda_variant", action="store_false",
                    help="leave that variant out")
     return p
@@ -256,11 +256,11 @@ def main(argv=None) -> Path:
                 entries[name].parity = {"vs_cpu_pillow": parity.preprocess_parity(fp32[name], config)}
 
         if target == "onnx" and (args.ort_cuda_variant or (args.ort_cuda_variant is None and precision == "fp16")):
-            from .ort_optimize import add_ort_cuda_variant
+            from .ort_optimize import add_ort_cuda_variants
 
             t = time.time()
-            fused = add_ort_cuda_variant(out, entries["video"], fp32["video"], config.video.heads, config.video.width)
-            log_step(f"ONNX Runtime CUDA variant of the video graph ({fused}) in {time.time() - t:.1f}s")
+            fused = add_ort_cuda_variants(out, entries, fp32, (config.video.heads, config.video.width))
+            log_step(f"ONNX Runtime CUDA variants of the encoder graphs ({fused}) in {time.time() - t:.1f}s")
         demo_files = write_demo_clip(out, config)
         write_manifest(out, manifest_for(config, entries, demo_files))
         (out / "export_report.json").write_text(json.dumps(

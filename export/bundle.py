@@ -68,8 +68,8 @@ def write_manifest(bundle: Path, manifest: Manifest) -> Path:
 
 def derive_bundle(src: Path, dst: Path, precision: str, vit_shape: tuple[int, int] | None = None) -> Path:
     """An FP16 or INT8 ONNX bundle from an FP32 ONNX bundle, without exporting again.
-    FP16 with `vit_shape` (the video tower's attention heads and width) also gets the video
-    graph's onnxruntime-cuda variant, as `build_engine --precision fp16 --target onnx` does."""
+    FP16 with `vit_shape` (the video tower's attention heads and width) also gets the encoder
+    graphs' onnxruntime-cuda variants, as `build_engine --precision fp16 --target onnx` does."""
     import shutil
 
     from foal_edge.manifest import load_manifest
@@ -82,7 +82,7 @@ def derive_bundle(src: Path, dst: Path, precision: str, vit_shape: tuple[int, in
     if any(g.format != "onnx" or g.precision != "fp32" for g in manifest.graphs.values()):
         raise ValueError(f"{src}: derive_bundle needs an FP32 ONNX bundle")
     dst.mkdir(parents=True, exist_ok=True)
-    fp32_video = src / manifest.graphs["video"].file
+    fp32 = {name: src / manifest.graphs[name].file for name in ("audio", "video")}
     for name, g in manifest.graphs.items():
         source = src / g.file
         target = dst / f"{name}.{precision}.onnx"
@@ -99,9 +99,9 @@ def derive_bundle(src: Path, dst: Path, precision: str, vit_shape: tuple[int, in
         manifest.graphs[name] = graph_info(dst, target, "onnx", precision if target.name != g.file else "fp32",
                                            target, opset=g.opset)
     if precision == "fp16" and vit_shape:
-        from .ort_optimize import add_ort_cuda_variant
+        from .ort_optimize import add_ort_cuda_variants
 
-        add_ort_cuda_variant(dst, manifest.graphs["video"], fp32_video, *vit_shape)
+        add_ort_cuda_variants(dst, manifest.graphs, fp32, vit_shape)
     for key in ("audio", "frames"):
         if manifest.demo:
             shutil.copyfile(src / manifest.demo[key], dst / manifest.demo[key])

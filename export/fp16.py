@@ -39,7 +39,7 @@ def _float_values(model: onnx.ModelProto) -> set[str]:
     return floats
 
 
-def _activation_values(graph: onnx.GraphProto) -> set[str]:
+def activation_values(graph: onnx.GraphProto) -> set[str]:
     """Values that depend on a graph input's data (Shape/Size outputs do not)."""
     live = {i.name for i in graph.input}
     for node in graph.node:  # ONNX graphs are topologically sorted
@@ -56,7 +56,7 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
                          "export with the optimised dynamo or the legacy exporter")
     floats = _float_values(model)
     g = model.graph
-    live = _activation_values(g)
+    live = activation_values(g)
     half_nodes = set()
     for idx, node in enumerate(g.node):
         if node.op_type in KEEP_FP32 or not any(o in live for o in node.output):

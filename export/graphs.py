@@ -19,7 +19,9 @@ the passes as Pillow does, then CLIP's normalisation. Standard ONNX ops only (Te
 
 from __future__ import annotations
 
+import contextlib
 import math
+import types
 from dataclasses import dataclass
 
 import torch
@@ -34,13 +36,48 @@ class GraphSpec:
     dynamic: dict[str, dict[int, str]]  # input name -> {axis: symbolic dimension name}
 
 
+def _sdpa_self_attention(self, hidden_states, attention_mask, gated_position_bias):
+    """WavLMAttention's attention (transformers runs it through F.multi_head_attention_forward,
+    in a [T, B*H, d] layout with baddbmm) written batch first, [B, H, T, d], through
+    scaled_dot_product_attention with the gated relative position bias as its additive mask:
+    the same arithmetic (a test holds the two equal, with and without padding), in the form
+    onnxscript's ONNX Runtime fusions turn into one com.microsoft Attention node with an
+    attention_bias input (export.ort_optimize). At opset 18 the exporter writes it as
+    standard MatMul/Softmax ops, so TensorRT parses the graph as before."""
+    B, T, D = hidden_states.shape
+    heads, head_dim = self.num_heads, self.head_dim
+    split = lambda x: x.view(B, T, heads, head_dim).transpose(1, 2)  # noqa: E731
+    q, k, v = (split(proj(hidden_states)) for proj in (self.q_proj, self.k_proj, self.v_proj))
+    bias = gated_position_bias.view(B, heads, T, T)
+    if attention_mask is not None:  # [B, T], 1 = valid: padded keys get no weight, as in transformers
+        bias = bias.masked_fill(attention_mask.ne(1)[:, None, None, :], float("-inf"))
+    out = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    return self.out_proj(out.transpose(1, 2).reshape(B, T, D)), None
+
+
+@contextlib.contextmanager
+def sdpa_attention(encoder):
+    """Within the block, the audio encoder's WavLM attention layers run _sdpa_self_attention;
+    after it, transformers' own again (the trained model is not changed: patching a copy
+    instead would copy WavLM's weight-norm parametrization, which does not survive that)."""
+    layers = [m for m in encoder.modules() if type(m).__name__ == "WavLMAttention"]
+    for layer in layers:
+        layer.torch_multi_head_self_attention = types.MethodType(_sdpa_self_attention, layer)
+    try:
+        yield encoder
+    finally:
+        for layer in layers:
+            del layer.torch_multi_head_self_attention
+
+
 class AudioGraph(nn.Module):
     def __init__(self, model):
         super().__init__()
         self.encoder = model.audio_encoder
 
     def forward(self, waveform):
-        return self.encoder(waveform)
+        with sdpa_attention(self.encoder):
+            return self.encoder(waveform)
 
 
 class SplitAttention(nn.Module):

@@ -1,9 +1,19 @@
-"""An ONNX Runtime CUDA-only variant of the video graph: ONNX Runtime's transformer optimizer
-(fused Attention, SkipLayerNormalization and BiasGelu: com.microsoft contrib ops) on the FP32
-graph, then FP16 with FP32 inputs and outputs. On an H100, ViT-L/14 on 180 frames: 71.6 ms
-against 104.4 ms for eager FP16 autocast and 212 ms for our standard-op FP16 graph
-(benchmarks/results/ort-fusion-video-split.json). TensorRT builds from the standard graph;
-the manifest names this file as the onnxruntime-cuda variant of the video graph."""
+"""ONNX Runtime CUDA-only variants of the encoder graphs: fused com.microsoft contrib ops
+(Attention, SkipLayerNormalization, BiasGelu) on the FP32 graph, then FP16 with FP32 inputs
+and outputs. TensorRT and the CPU build from the standard graphs; the manifest names each of
+these files as its graph's onnxruntime-cuda variant.
+
+- video: ONNX Runtime's transformer optimizer (model type vit). On an H100, ViT-L/14 on 180
+  frames: 71.6 ms against 104.4 ms for eager FP16 autocast and 212 ms for our standard-op FP16
+  graph (benchmarks/results/ort-fusion-video-split.json).
+- audio: WavLM's attention adds a gated relative position bias before the softmax, which none
+  of the transformer optimizer's attention patterns matches (it fused no attention in WavLM
+  Large: benchmarks/results/graph-ops-wavlm-large.md). onnxscript's ONNX Runtime fusions match
+  scaled dot-product attention with an additive mask, the form export.graphs writes WavLM's
+  attention in, and turn each layer's attention into one Attention node whose attention_bias
+  input is that gated bias: per layer one kernel instead of some twenty, on a stage that is
+  bound by kernel launches.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +21,7 @@ import contextlib
 import logging
 from pathlib import Path
 
-VARIANT_FILE = "video.ort-cuda.fp16.onnx"
+VARIANT_FILES = {"audio": "audio.ort-cuda.fp16.onnx", "video": "video.ort-cuda.fp16.onnx"}
 
 
 @contextlib.contextmanager
@@ -27,31 +37,84 @@ def quiet_optimizer():
         log.setLevel(level)
 
 
-def ort_cuda_video(fp32_onnx: Path, dst: Path, heads: int, hidden: int) -> dict:
-    """Write the variant; returns the fused operator counts."""
-    from onnxruntime.transformers import optimizer
-
+def _to_fp16(model, dst: Path, **kwargs) -> None:
+    """An onnxruntime.transformers OnnxModel to FP16 (FP32 inputs and outputs) at `dst`."""
     from .onnx_export import IR_VERSION
+
+    model.convert_float_to_float16(keep_io_types=True, **kwargs)
+    model.model.ir_version = IR_VERSION
+    model.save_model_to_file(str(dst))
+
+
+def ort_cuda_video(fp32_onnx: Path, dst: Path, heads: int, hidden: int) -> dict:
+    """Write the video variant; returns the fused operator counts."""
+    from onnxruntime.transformers import optimizer
 
     with quiet_optimizer():
         model = optimizer.optimize_model(str(fp32_onnx), model_type="vit", num_heads=heads, hidden_size=hidden,
                                          use_gpu=True)
         fused = {k: v for k, v in model.get_fused_operator_statistics().items() if v}
-        model.convert_float_to_float16(keep_io_types=True)
-        model.model.ir_version = IR_VERSION
-        model.save_model_to_file(str(dst))
+        _to_fp16(model, dst)
     return fused
 
 
-def add_ort_cuda_variant(bundle: Path, entry, fp32_video: Path, heads: int, hidden: int) -> dict:
-    """Write the variant into `bundle` and name it in the video graph's manifest `entry`
-    (a GraphInfo) as the onnxruntime-cuda variant. Returns the fused operator counts."""
+def fuse_audio(fp32_onnx: Path, dst: Path) -> dict:
+    """The audio graph with onnxscript's ONNX Runtime fusions, still FP32 (ONNX Runtime's CPU
+    provider runs it, so tests compare it with the standard graph). Returns the counts of
+    the fused operators in the result."""
+    import collections
+
+    import onnx
+    import onnx_ir as ir
+    from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+    from .onnx_export import IR_VERSION
+
+    model, _ = optimize_for_ort(ir.load(str(fp32_onnx)))
+    fused = collections.Counter(n.op_type for n in model.graph.all_nodes() if n.domain == "com.microsoft")
+    proto = ir.to_proto(model)
+    proto.ir_version = IR_VERSION
+    onnx.save(proto, str(dst))
+    return dict(fused)
+
+
+def ort_cuda_audio(fp32_onnx: Path, dst: Path) -> dict:
+    """Write the audio variant; returns the fused operator counts. The position arithmetic
+    (relative distances, log-spaced buckets: nodes that do not depend on the waveform) stays
+    FP32, as in export.fp16."""
+    import onnx
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    from .fp16 import activation_values
+
+    fused_fp32 = Path(dst).with_suffix(".fused-fp32.tmp")
+    try:
+        fused = fuse_audio(fp32_onnx, fused_fp32)
+        model = onnx.load(str(fused_fp32))
+    finally:
+        fused_fp32.unlink(missing_ok=True)
+    live = activation_values(model.graph)
+    static = [n.name for n in model.graph.node if not any(o in live for o in n.output)]
+    with quiet_optimizer():
+        _to_fp16(OnnxModel(model), dst, node_block_list=static)
+    return fused
+
+
+def add_ort_cuda_variants(bundle: Path, entries: dict, fp32: dict[str, Path], vit_shape: tuple[int, int]) -> dict:
+    """Write both variants into `bundle` and name each in its graph's manifest entry (a
+    GraphInfo in `entries`) as the onnxruntime-cuda variant. `fp32` holds the FP32 audio and
+    video graphs; `vit_shape` is the ViT's (heads, width). Returns the fused operator counts
+    per graph."""
     from foal_edge.manifest import sha256_file
 
-    dst = Path(bundle) / VARIANT_FILE
-    fused = ort_cuda_video(fp32_video, dst, heads, hidden)
-    entry.variants["onnxruntime-cuda"] = {
-        "file": dst.name, "sha256": sha256_file(dst), "precision": "fp16",
-        "about": "ONNX Runtime transformer optimizer (" + ", ".join(f"{v} {k}" for k, v in fused.items())
-                 + "), FP16 with FP32 inputs/outputs; CUDA only"}
+    fused = {}
+    for name in ("audio", "video"):
+        dst = Path(bundle) / VARIANT_FILES[name]
+        fused[name] = (ort_cuda_audio(fp32["audio"], dst) if name == "audio"
+                       else ort_cuda_video(fp32["video"], dst, *vit_shape))
+        entries[name].variants["onnxruntime-cuda"] = {
+            "file": dst.name, "sha256": sha256_file(dst), "precision": "fp16",
+            "about": ("onnxscript's ONNX Runtime fusions" if name == "audio" else "ONNX Runtime transformer optimizer")
+            + " (" + ", ".join(f"{v} {k}" for k, v in fused[name].items())
+            + "), FP16 with FP32 inputs/outputs; CUDA only"}
     return fused

@@ -136,9 +136,9 @@ def test_auto_precision_picks_int8_only_where_it_is_faster_and_keeps_labels(tiny
 
 
 def test_an_onnxruntime_cuda_variant_is_hashed_and_used_only_there(tiny_bundle, tmp_path):
-    """FP16 ONNX bundles carry ONNX Runtime CUDA's optimised video graph (fused attention): the
-    manifest names it as that backend's variant, it is hashed like any graph, and the CPU runs
-    the standard graph. (tests/test_gpu.py runs the variant on CUDA.)"""
+    """FP16 ONNX bundles carry ONNX Runtime CUDA's optimised encoder graphs (fused attention):
+    the manifest names each as its graph's variant for that backend, they are hashed like any
+    graph, and the CPU runs the standard graphs. (tests/test_gpu.py runs the variants on CUDA.)"""
     from export.build_engine import main as build
     from foal_edge import BundleError, Predictor
 
@@ -146,11 +146,13 @@ def test_an_onnxruntime_cuda_variant_is_hashed_and_used_only_there(tiny_bundle, 
     build(["--checkpoint", str(tiny_bundle[0]), "--out", str(out), "--target", "onnx", "--precision", "fp16",
            "--parity-clips", "0"])
     m = load_manifest(out)
-    variant = m.graphs["video"].variants["onnxruntime-cuda"]
-    ops = {n.op_type for n in onnx.load(str(out / variant["file"])).graph.node}
-    assert "Attention" in ops and variant["precision"] == "fp16" and "Attention" in variant["about"]
+    for name in ("audio", "video"):
+        variant = m.graphs[name].variants["onnxruntime-cuda"]
+        ops = {n.op_type for n in onnx.load(str(out / variant["file"])).graph.node}
+        assert "Attention" in ops and variant["precision"] == "fp16" and "Attention" in variant["about"]
     cpu = Predictor(out, backend="onnxruntime-cpu")
-    assert cpu.runners["video"].path.name == m.graphs["video"].file
+    assert {n: cpu.runners[n].path.name for n in ("audio", "video")} == \
+        {n: m.graphs[n].file for n in ("audio", "video")}
     data = bytearray((out / variant["file"]).read_bytes())
     data[-5] ^= 1
     (out / variant["file"]).write_bytes(bytes(data))
@@ -166,9 +168,67 @@ def test_a_derived_fp16_bundle_carries_the_same_cuda_variant(tiny_bundle, tmp_pa
 
     vit = preset("tiny").video
     out = derive_bundle(tiny_bundle[1], tmp_path / "fp16", "fp16", (vit.heads, vit.width))
-    variant = load_manifest(out).graphs["video"].variants["onnxruntime-cuda"]
-    assert "Attention" in {n.op_type for n in onnx.load(str(out / variant["file"])).graph.node}
-    assert not load_manifest(derive_bundle(tiny_bundle[1], tmp_path / "plain", "fp16")).graphs["video"].variants
+    for name in ("audio", "video"):
+        variant = load_manifest(out).graphs[name].variants["onnxruntime-cuda"]
+        assert "Attention" in {n.op_type for n in onnx.load(str(out / variant["file"])).graph.node}
+    plain = load_manifest(derive_bundle(tiny_bundle[1], tmp_path / "plain", "fp16"))
+    assert not plain.graphs["video"].variants and not plain.graphs["audio"].variants
+
+
+def test_the_audio_variant_fuses_each_wavlm_attention_into_one_node_and_agrees(tiny_bundle, tmp_path):
+    """WavLM's attention (gated relative position bias added before the softmax) becomes one
+    com.microsoft Attention node per layer with that bias as its attention_bias input: FP32,
+    the same answer as the standard graph to float rounding; FP16, as close as our FP16
+    graph is, with the log-spaced position buckets still computed in FP32 (ONNX Runtime's
+    CPU provider runs both)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from export.ort_optimize import fuse_audio, ort_cuda_audio
+    from foal_edge.manifest import load_manifest as manifest
+    from training.config import preset
+
+    layers = preset("tiny").audio.num_hidden_layers
+    standard = tiny_bundle[1] / manifest(tiny_bundle[1]).graphs["audio"].file
+    fused = fuse_audio(standard, tmp_path / "fused.onnx")
+    assert fused["Attention"] == layers
+    ort_cuda_audio(standard, tmp_path / "fused.fp16.onnx")
+    half = onnx.load(str(tmp_path / "fused.fp16.onnx"))
+    attention = [n for n in half.graph.node if n.op_type == "Attention"]
+    assert len(attention) == layers and all(len(n.input) > 5 and n.input[5] for n in attention)
+    types = {v.name: v.type.tensor_type.elem_type for v in half.graph.value_info}
+    assert all(types[n.input[0]] == onnx.TensorProto.FLOAT for n in half.graph.node if n.op_type == "Log")
+    assert all(types[n.input[0]] == onnx.TensorProto.FLOAT16 for n in attention)
+
+    wave = {"waveform": np.random.default_rng(3).standard_normal((1, 40_000)).astype(np.float32)}
+    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, wave)[0]  # noqa: E731
+    ref = run(standard)
+    assert np.abs(run(tmp_path / "fused.onnx") - ref).max() <= 1e-4
+    out = run(tmp_path / "fused.fp16.onnx")
+    cosine = (out * ref).sum() / np.linalg.norm(out) / np.linalg.norm(ref)
+    assert cosine > 0.9999 and np.abs(out - ref).max() <= 0.02 * np.abs(ref).max()
+
+
+def test_wavlm_attention_in_the_exported_form_equals_transformers(tiny_model):
+    """export.graphs writes WavLM's attention batch first through scaled_dot_product_attention
+    (the form the fusions match); a padded batch through it gives transformers' own features."""
+    import torch
+
+    from export.graphs import sdpa_attention
+
+    encoder = tiny_model.audio_encoder
+    wave = torch.randn(3, 24_000, generator=torch.Generator().manual_seed(1))
+    lengths = torch.tensor([24_000, 17_000, 9_000])
+    with torch.no_grad():
+        theirs = encoder(wave, lengths)
+        with sdpa_attention(encoder):
+            ours = encoder(wave, lengths)
+            assert encoder.wavlm.encoder.layers[0].attention.torch_multi_head_self_attention.__name__ == \
+                "_sdpa_self_attention"
+    assert encoder.wavlm.encoder.layers[0].attention.torch_multi_head_self_attention.__name__ == \
+        "torch_multi_head_self_attention"  # put back
+    for i, n in enumerate(encoder.frame_lengths(lengths).tolist()):
+        assert torch.allclose(ours[i, :n], theirs[i, :n], atol=1e-5)
 
 
 def test_graph_ops_counts_the_nodes_the_optimizer_leaves(tiny_bundle, tmp_path):
