@@ -1,4 +1,6 @@
-"""Operators in an exported graph, as exported and after ONNX Runtime's transformer optimizer.
+"""Operators in an exported graph: as exported, after ONNX Runtime's transformer optimizer,
+and after onnxscript's ONNX Runtime fusions (what the audio graph's onnxruntime-cuda variant
+is built from, export.ort_optimize).
 
 On a GPU every node is at least one kernel launch, so a graph whose arithmetic takes far less
 than its launches is bound by its node count: WavLM Large on 6 s is 224 GFLOP (0.3 ms at the
@@ -39,7 +41,7 @@ def main(argv=None) -> dict:
     import onnx
     from onnxruntime.transformers import optimizer
 
-    from export.ort_optimize import quiet_optimizer
+    from export.ort_optimize import onnxscript_fused, quiet_optimizer
 
     exported = onnx.load(str(args.onnx), load_external_data=False).graph.node
     t = time.time()
@@ -48,25 +50,33 @@ def main(argv=None) -> dict:
                                          hidden_size=args.hidden, use_gpu=True)
     seconds = time.time() - t
     optimised = model.model.graph.node
+    t = time.time()
+    fused = list(onnxscript_fused(args.onnx).graph.all_nodes())
+    fused_seconds = time.time() - t
     result = {
         "graph": str(args.onnx), "model_type": args.model_type, "layers": args.layers,
         "exported": {"nodes": len(exported), "ops": op_counts(exported)},
         "ort_optimized": {"nodes": len(optimised), "ops": op_counts(optimised),
                           "fused": {k: v for k, v in model.get_fused_operator_statistics().items() if v},
                           "seconds": round(seconds, 1)},
+        "onnxscript_fused": {"nodes": len(fused), "ops": op_counts(fused), "seconds": round(fused_seconds, 1)},
     }
     command = "python -m benchmarks.graph_ops " + " ".join(sys.argv[1:] if argv is None else argv)
     return report.write(args.out, result, lambda r: markdown(r, command))
 
 
 def markdown(result: dict, command: str) -> str:
-    exported, optimised, layers = result["exported"], result["ort_optimized"], result["layers"]
-    rows = sorted(set(exported["ops"]) | set(optimised["ops"]), key=lambda k: -exported["ops"].get(k, 0))
+    columns = {"exported": "exported", "ort_optimized": "ONNX Runtime optimizer",
+               "onnxscript_fused": "onnxscript fusions"}
+    columns = {k: v for k, v in columns.items() if k in result}
+    layers, first = result["layers"], result["exported"]["ops"]
+    rows = sorted(set().union(*(result[k]["ops"] for k in columns)), key=lambda k: -first.get(k, 0))
+    cell = lambda f: " | ".join(f(result[k]) for k in columns)  # noqa: E731
     lines = [f"# Nodes in `{Path(result['graph']).name}` ({layers} layers)", "", f"Command: `{command}`", "",
-             "| | exported | ONNX Runtime optimizer |", "| --- | ---: | ---: |",
-             f"| **nodes** | **{exported['nodes']}** | **{optimised['nodes']}** |",
-             f"| per layer | {exported['nodes'] / layers:.0f} | {optimised['nodes'] / layers:.0f} |"]
-    lines += [f"| {k} | {exported['ops'].get(k, 0)} | {optimised['ops'].get(k, 0)} |" for k in rows]
+             "| | " + " | ".join(columns.values()) + " |", "| --- |" + " ---: |" * len(columns),
+             "| **nodes** | " + cell(lambda r: f"**{r['nodes']}**") + " |",
+             "| per layer | " + cell(lambda r: f"{r['nodes'] / layers:.0f}") + " |"]
+    lines += [f"| {op} | " + cell(lambda r, op=op: str(r["ops"].get(op, 0))) + " |" for op in rows]
     return "\n".join(lines) + "\n"
 
 

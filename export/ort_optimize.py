@@ -26,15 +26,18 @@ VARIANT_FILES = {"audio": "audio.ort-cuda.fp16.onnx", "video": "video.ort-cuda.f
 
 @contextlib.contextmanager
 def quiet_optimizer():
-    """ONNX Runtime's transformer optimizer at ERROR only ("symbolic shape inference disabled
-    or failed" etc.), its level restored after."""
-    log = logging.getLogger("onnxruntime.transformers")
-    level = log.level
-    log.setLevel(logging.ERROR)
+    """The graph optimizers at ERROR only (ONNX Runtime's "symbolic shape inference disabled
+    or failed", onnxscript's "skipping constant folding for op Split"), their levels
+    restored after."""
+    logs = [logging.getLogger(name) for name in ("onnxruntime.transformers", "onnxscript")]
+    levels = [log.level for log in logs]
+    for log in logs:
+        log.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        log.setLevel(level)
+        for log, level in zip(logs, levels):
+            log.setLevel(level)
 
 
 def _to_fp16(model, dst: Path, **kwargs) -> None:
@@ -58,6 +61,16 @@ def ort_cuda_video(fp32_onnx: Path, dst: Path, heads: int, hidden: int) -> dict:
     return fused
 
 
+def onnxscript_fused(fp32_onnx: Path):
+    """`fp32_onnx` through onnxscript's ONNX Runtime fusions, as an onnx_ir Model."""
+    import onnx_ir as ir
+    from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+    with quiet_optimizer():
+        model, _ = optimize_for_ort(ir.load(str(fp32_onnx)))
+    return model
+
+
 def fuse_audio(fp32_onnx: Path, dst: Path) -> dict:
     """The audio graph with onnxscript's ONNX Runtime fusions, still FP32 (ONNX Runtime's CPU
     provider runs it, so tests compare it with the standard graph). Returns the counts of
@@ -66,11 +79,10 @@ def fuse_audio(fp32_onnx: Path, dst: Path) -> dict:
 
     import onnx
     import onnx_ir as ir
-    from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
     from .onnx_export import IR_VERSION
 
-    model, _ = optimize_for_ort(ir.load(str(fp32_onnx)))
+    model = onnxscript_fused(fp32_onnx)
     fused = collections.Counter(n.op_type for n in model.graph.all_nodes() if n.domain == "com.microsoft")
     proto = ir.to_proto(model)
     proto.ir_version = IR_VERSION

@@ -233,7 +233,8 @@ def test_wavlm_attention_in_the_exported_form_equals_transformers(tiny_model):
 
 def test_graph_ops_counts_the_nodes_the_optimizer_leaves(tiny_bundle, tmp_path):
     """benchmarks.graph_ops, the launch count of a graph: the exported count is the graph's own,
-    and ONNX Runtime's optimizer only ever removes nodes (it fuses GELU and LayerNorm here)."""
+    ONNX Runtime's optimizer only removes nodes (it fuses GELU and LayerNorm here), and
+    onnxscript's fusions (the audio variant's) leave one Attention node and no Softmax per layer."""
     from benchmarks.graph_ops import main as graph_ops
     from training.config import preset
 
@@ -243,4 +244,28 @@ def test_graph_ops_counts_the_nodes_the_optimizer_leaves(tiny_bundle, tmp_path):
                    "--layers", str(audio.num_hidden_layers), "--out", str(tmp_path / "ops")])
     assert r["exported"]["nodes"] == len(onnx.load(str(graph), load_external_data=False).graph.node)
     assert r["ort_optimized"]["nodes"] < r["exported"]["nodes"] and r["ort_optimized"]["fused"]
+    fused = r["onnxscript_fused"]
+    assert fused["nodes"] < r["ort_optimized"]["nodes"]
+    assert fused["ops"]["Attention"] == audio.num_hidden_layers and "Softmax" not in fused["ops"]
     assert "| **nodes** |" in (tmp_path / "ops.md").read_text()
+
+
+def test_ort_fusion_times_the_shipped_audio_variant_beside_the_standard_graph(tiny_bundle, tmp_path):
+    """benchmarks.ort_fusion on the CPU provider: every ONNX row computes the standard graph's
+    answer, and onnxscript's fused graph has the fewest nodes (the GPU run uses the same rows)."""
+    import shutil
+
+    from benchmarks.ort_fusion import main as ort_fusion
+    from training.config import preset
+
+    audio = preset("tiny").audio
+    graph = tmp_path / "audio.onnx"
+    shutil.copyfile(tiny_bundle[1] / load_manifest(tiny_bundle[1]).graphs["audio"].file, graph)
+    r = ort_fusion([str(graph), "--model-type", "bert", "--heads", str(audio.num_attention_heads),
+                    "--hidden", str(audio.hidden_size), "--frames", "2", "--device", "cpu", "--threads", "1",
+                    "--iters", "1", "--out", str(tmp_path / "fusion")])
+    rows = {row["variant"]: row for row in r["rows"]}
+    assert set(rows) == {"ours-fp32", "ort-fused-fp32", "onnxscript-fused-fp32"}
+    assert all(row["cosine_vs_ours_fp32"] > 0.99999 for row in rows.values())
+    assert rows["onnxscript-fused-fp32"]["nodes"] < rows["ort-fused-fp32"]["nodes"] < rows["ours-fp32"]["nodes"]
+    assert r["fused_operators"]["onnxscript"]["Attention"] == audio.num_hidden_layers

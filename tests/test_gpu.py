@@ -84,9 +84,9 @@ def test_preprocess_graph_on_cuda_equals_the_cpu_path(tiny_bundle):
         assert max(abs(a.probabilities[k] - b.probabilities[k]) for k in gpu.labels) <= 1e-3
 
 
-def test_the_onnxruntime_cuda_video_variant_runs_and_agrees(tiny_bundle, tmp_path):
-    """The FP16 bundle's ONNX Runtime CUDA variant (fused attention) is what onnxruntime-cuda
-    runs, and it keeps the FP32 CPU answers."""
+def test_the_onnxruntime_cuda_variants_run_and_agree(tiny_bundle, tmp_path):
+    """The FP16 bundle's ONNX Runtime CUDA variants (fused attention) are what onnxruntime-cuda
+    runs for both encoders, and they keep the FP32 CPU answers."""
     from foal_edge.backends.onnxruntime import cuda_available
 
     if not cuda_available():
@@ -97,6 +97,7 @@ def test_the_onnxruntime_cuda_video_variant_runs_and_agrees(tiny_bundle, tmp_pat
     build(["--checkpoint", str(tiny_bundle[0]), "--out", str(out), "--target", "onnx", "--precision", "fp16",
            "--parity-clips", "0"])
     gpu = Predictor(out, backend="onnxruntime-cuda")
-    assert gpu.runners["video"].path.name == "video.ort-cuda.fp16.onnx"
+    assert {n: gpu.runners[n].path.name for n in ("audio", "video")} == \
+        {"audio": "audio.ort-cuda.fp16.onnx", "video": "video.ort-cuda.fp16.onnx"}
     worst, agree = _agreement(gpu, Predictor(tiny_bundle[1], backend="onnxruntime-cpu"), _clips(20))
     assert worst <= 2e-2 and agree >= 0.95
