@@ -70,6 +70,9 @@ def main(argv=None) -> dict:
     p.add_argument("--eager-preset", default=None,
                    help="also time this preset's tower in eager PyTorch (FP32, and FP16 autocast on CUDA), "
                         "interleaved (random weights: a timing reference, not an output one)")
+    p.add_argument("--also", type=Path, action="append", default=[],
+                   help="another FP32 export of the same graph to time beside ours (e.g. one built at an "
+                        "earlier commit), row 'also:<parent dir>'")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
 
@@ -79,6 +82,7 @@ def main(argv=None) -> dict:
     audio = onnx.load(str(args.onnx), load_external_data=False).graph.input[0].name == "waveform"
     cuda = args.device == "cuda"
     variants, stats = build_variants(args.onnx, audio, args.model_type, args.heads, args.hidden, fp16=cuda)
+    variants.update({f"also:{path.parent.name}": path for path in args.also})
     print(f"[ort_fusion] fused operators: {stats}", file=sys.stderr, flush=True)
 
     provider = "CUDAExecutionProvider" if cuda else "CPUExecutionProvider"

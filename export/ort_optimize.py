@@ -21,6 +21,8 @@ import contextlib
 import logging
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 VARIANT_FILES = {"audio": "audio.ort-cuda.fp16.onnx", "video": "video.ort-cuda.fp16.onnx"}
 
 
@@ -124,6 +126,11 @@ def add_ort_cuda_variants(bundle: Path, entries: dict, fp32: dict[str, Path], vi
         dst = Path(bundle) / VARIANT_FILES[name]
         fused[name] = (ort_cuda_audio(fp32["audio"], dst) if name == "audio"
                        else ort_cuda_video(fp32["video"], dst, *vit_shape))
+        if "Attention" not in fused[name]:  # e.g. the legacy exporter's attention: no pattern matches it
+            log.warning("%s graph: no attention fused, so no onnxruntime-cuda variant for it "
+                        "(export with --exporter dynamo for one)", name)
+            dst.unlink()
+            continue
         entries[name].variants["onnxruntime-cuda"] = {
             "file": dst.name, "sha256": sha256_file(dst), "precision": "fp16",
             "about": ("onnxscript's ONNX Runtime fusions" if name == "audio" else "ONNX Runtime transformer optimizer")

@@ -269,3 +269,17 @@ def test_ort_fusion_times_the_shipped_audio_variant_beside_the_standard_graph(ti
     assert all(row["cosine_vs_ours_fp32"] > 0.99999 for row in rows.values())
     assert rows["onnxscript-fused-fp32"]["nodes"] < rows["ort-fused-fp32"]["nodes"] < rows["ours-fp32"]["nodes"]
     assert r["fused_operators"]["onnxscript"]["Attention"] == audio.num_hidden_layers
+
+
+def test_a_legacy_export_ships_no_audio_variant_it_cannot_fuse(tiny_bundle, tmp_path, caplog):
+    """The legacy exporter writes attention in a form onnxscript's fusions do not match: the
+    bundle then has no audio variant (it would be the standard graph again) and says why."""
+    from export.build_engine import main as build
+
+    out = tmp_path / "legacy"
+    with caplog.at_level("WARNING", logger="export.ort_optimize"):
+        build(["--checkpoint", str(tiny_bundle[0]), "--out", str(out), "--target", "onnx", "--precision", "fp16",
+               "--parity-clips", "0", "--exporter", "legacy"])
+    m = load_manifest(out)
+    assert not m.graphs["audio"].variants and "onnxruntime-cuda" in m.graphs["video"].variants
+    assert not (out / "audio.ort-cuda.fp16.onnx").exists() and "--exporter dynamo" in caplog.text
