@@ -72,7 +72,7 @@ def main(argv=None) -> dict:
                         "interleaved (random weights: a timing reference, not an output one)")
     p.add_argument("--also", type=Path, action="append", default=[],
                    help="another FP32 export of the same graph to time beside ours (e.g. one built at an "
-                        "earlier commit), row 'also:<parent dir>'")
+                        "earlier commit), row 'also:<parent dir>' (timed, not compared: its weights may differ)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
 
@@ -148,9 +148,10 @@ def main(argv=None) -> dict:
     for k in runs:
         row = {"variant": k, "p50_ms": 1e3 * float(np.median(times[k])), "nodes": None}
         if k in outs:
+            row["nodes"] = len(onnx.load(str(variants[k]), load_external_data=False).graph.node)
+        if k in outs and not k.startswith("also:"):  # another export may hold other (random) weights
             o = outs[k].astype(np.float64).ravel()
             row["cosine_vs_ours_fp32"] = float(o @ ref / np.linalg.norm(o) / np.linalg.norm(ref))
-            row["nodes"] = len(onnx.load(str(variants[k]), load_external_data=False).graph.node)
         rows.append(row)
         print(f"[ort_fusion] {k:<22} {row['p50_ms']:8.1f} ms  cosine {row.get('cosine_vs_ours_fp32', float('nan')):.6f}"
               f"  nodes {row['nodes']}", file=sys.stderr, flush=True)
