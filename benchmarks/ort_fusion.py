@@ -9,7 +9,8 @@ our FP32 output; optionally the eager PyTorch tower beside them.
     python -m benchmarks.ort_fusion build/bench/gpu-large/fp32/audio.onnx --model-type bert \\
         --heads 16 --hidden 1024 --frames 6 --eager-preset large --out benchmarks/results/ort-fusion-audio
 
---device cpu times the FP32 rows on ONNX Runtime's CPU provider (FP16 has no fast CPU kernels).
+--device cpu times the FP32 rows on ONNX Runtime's CPU provider (FP16 has no fast CPU kernels);
+--int8 adds the INT8 graphs the CPU default runs.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def main(argv=None) -> dict:
     p.add_argument("--eager-preset", default=None,
                    help="also time this preset's tower in eager PyTorch (FP32, and FP16 autocast on CUDA), "
                         "interleaved (random weights: a timing reference, not an output one)")
+    p.add_argument("--int8", action="store_true",
+                   help="also our graph (and each --also graph) quantised as the CPU default ships it (INT8)")
     p.add_argument("--also", type=Path, action="append", default=[],
                    help="another FP32 export of the same graph to time beside ours (e.g. one built at an "
                         "earlier commit), row 'also:<parent dir>' (timed, not compared: its weights may differ)")
@@ -83,6 +86,14 @@ def main(argv=None) -> dict:
     cuda = args.device == "cuda"
     variants, stats = build_variants(args.onnx, audio, args.model_type, args.heads, args.hidden, fp16=cuda)
     variants.update({f"also:{path.parent.name}": path for path in args.also})
+    if args.int8:
+        from export.quantize import quantize_int8
+
+        for k in list(variants):
+            if k == "ours-fp32" or k.startswith("also:"):
+                name = "ours-int8" if k == "ours-fp32" else f"{k}-int8"
+                variants[name] = quantize_int8(variants[k], args.onnx.parent / "fusion-variants" /
+                                               f"{name.replace(':', '-')}.onnx")
     print(f"[ort_fusion] fused operators: {stats}", file=sys.stderr, flush=True)
 
     provider = "CUDAExecutionProvider" if cuda else "CPUExecutionProvider"
