@@ -240,7 +240,7 @@ def main(argv=None) -> Path:
             precision = "int8" if "int8" in choice["graphs"].values() else "fp32"
 
         # Into the bundle: ONNX files, or engines built from them.
-        entries = {}
+        entries, variants = {}, {}
         for name in GRAPHS + OPTIONAL_GRAPHS:
             suffix = "" if graph_precision[name] == "fp32" else f".{graph_precision[name]}"
             if target == "onnx":
@@ -259,13 +259,15 @@ def main(argv=None) -> Path:
             from .ort_optimize import add_ort_cuda_variants
 
             t = time.time()
-            fused = add_ort_cuda_variants(out, entries, fp32, (config.video.heads, config.video.width))
-            log_step(f"ONNX Runtime CUDA variants of the encoder graphs ({fused}) in {time.time() - t:.1f}s")
+            variants = add_ort_cuda_variants(out, entries, fp32, (config.video.heads, config.video.width))
+            log_step("ONNX Runtime CUDA variants of the encoder graphs in " f"{time.time() - t:.1f}s: " + "; ".join(
+                f"{name} {r['fused']}" + (f", cosine {r['vs_fp32_on_cpu']['cosine']:.6f} to FP32 on the CPU"
+                                          if "vs_fp32_on_cpu" in r else "") for name, r in variants.items()))
         demo_files = write_demo_clip(out, config)
         write_manifest(out, manifest_for(config, entries, demo_files))
         (out / "export_report.json").write_text(json.dumps(
             {"parity": report, "precision": precision, "auto_precision": choice, "target": target, "exporter": args.exporter,
-             "opset": opset, "seconds": round(time.time() - t_start, 1)}, indent=2))
+             "opset": opset, "ort_cuda_variants": variants, "seconds": round(time.time() - t_start, 1)}, indent=2))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

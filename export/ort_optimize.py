@@ -122,26 +122,60 @@ def ort_cuda_audio(fp32_onnx: Path, dst: Path) -> dict:
     return fused
 
 
+MIN_COSINE = 0.999  # a variant further than this from the FP32 graph is not shipped
+
+
+def check_on_cpu(fp32_onnx: Path, variant: Path, seed: int = 0) -> dict:
+    """The variant against the FP32 graph on ONNX Runtime's CPU provider, on one random input
+    (2 s of audio, or 2 frames): what the fusion and the FP16 placement compute, before any
+    GPU sees the file. Basic graph optimisations only: ONNX Runtime's CPU layout transforms
+    have crashed on FP16 convolutions (see foal_edge.backends.onnxruntime)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.log_severity_level = 3
+    sessions = [ort.InferenceSession(str(f), options, providers=["CPUExecutionProvider"])
+                for f in (fp32_onnx, variant)]
+    (spec,) = sessions[0].get_inputs()
+    rng = np.random.default_rng(seed)
+    shape = (1, 32_000) if spec.name == "waveform" else (2, 3, spec.shape[2], spec.shape[3])
+    x = (0.1 if spec.name == "waveform" else 1.0) * rng.standard_normal(shape).astype(np.float32)
+    ref, out = (s.run(None, {spec.name: x})[0].astype(np.float64).ravel() for s in sessions)
+    return {"cosine": float(ref @ out / np.linalg.norm(ref) / np.linalg.norm(out)),
+            "max_abs_diff": float(np.abs(ref - out).max()), "max_abs_fp32": float(np.abs(ref).max())}
+
+
 def add_ort_cuda_variants(bundle: Path, entries: dict, fp32: dict[str, Path], vit_shape: tuple[int, int]) -> dict:
     """Write both variants into `bundle` and name each in its graph's manifest entry (a
     GraphInfo in `entries`) as the onnxruntime-cuda variant. `fp32` holds the FP32 audio and
-    video graphs; `vit_shape` is the ViT's (heads, width). Returns the fused operator counts
-    per graph."""
+    video graphs; `vit_shape` is the ViT's (heads, width). A variant is left out, with a
+    warning, where no attention fused (the legacy exporter's graphs) or where it disagrees
+    with the FP32 graph on the CPU. Returns per graph the fused operator counts and the check."""
     from foal_edge.manifest import sha256_file
 
-    fused = {}
+    report = {}
     for name in ("audio", "video"):
         dst = Path(bundle) / VARIANT_FILES[name]
-        fused[name] = (ort_cuda_audio(fp32["audio"], dst) if name == "audio"
-                       else ort_cuda_video(fp32["video"], dst, *vit_shape))
-        if "Attention" not in fused[name]:  # e.g. the legacy exporter's attention: no pattern matches it
+        fused = (ort_cuda_audio(fp32["audio"], dst) if name == "audio"
+                 else ort_cuda_video(fp32["video"], dst, *vit_shape))
+        report[name] = {"fused": fused}
+        if "Attention" not in fused:  # e.g. the legacy exporter's attention: no pattern matches it
             log.warning("%s graph: no attention fused, so no onnxruntime-cuda variant for it "
                         "(export with --exporter dynamo for one)", name)
+            dst.unlink()
+            continue
+        check = report[name]["vs_fp32_on_cpu"] = check_on_cpu(fp32[name], dst)
+        if not check["cosine"] >= MIN_COSINE:
+            log.warning("%s graph: its onnxruntime-cuda variant is left out: cosine %.6f to the FP32 graph on "
+                        "the CPU (at least %s wanted)", name, check["cosine"], MIN_COSINE)
             dst.unlink()
             continue
         entries[name].variants["onnxruntime-cuda"] = {
             "file": dst.name, "sha256": sha256_file(dst), "precision": "fp16",
             "about": ("onnxscript's ONNX Runtime fusions" if name == "audio" else "ONNX Runtime transformer optimizer")
-            + " (" + ", ".join(f"{v} {k}" for k, v in fused[name].items())
-            + "), FP16 with FP32 inputs/outputs; CUDA only"}
-    return fused
+            + " (" + ", ".join(f"{v} {k}" for k, v in fused.items())
+            + f"), FP16 with FP32 inputs/outputs; cosine {check['cosine']:.6f} to the FP32 graph on the CPU; "
+            "CUDA only"}
+    return report

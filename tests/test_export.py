@@ -283,3 +283,25 @@ def test_a_legacy_export_ships_no_audio_variant_it_cannot_fuse(tiny_bundle, tmp_
     m = load_manifest(out)
     assert not m.graphs["audio"].variants and "onnxruntime-cuda" in m.graphs["video"].variants
     assert not (out / "audio.ort-cuda.fp16.onnx").exists() and "--exporter dynamo" in caplog.text
+
+
+def test_a_variant_that_disagrees_with_fp32_on_the_cpu_is_not_shipped(tiny_bundle, tmp_path, caplog, monkeypatch):
+    """Each variant is run on the CPU against the FP32 graph before it goes into the manifest;
+    one below the bar is left out with a warning."""
+    from export import ort_optimize
+    from foal_edge.manifest import load_manifest as manifest
+    from training.config import preset
+
+    src = manifest(tiny_bundle[1])
+    fp32 = {n: tiny_bundle[1] / src.graphs[n].file for n in ("audio", "video")}
+    vit = preset("tiny").video
+    report = ort_optimize.add_ort_cuda_variants(tmp_path, src.graphs, fp32, (vit.heads, vit.width))
+    assert all(r["vs_fp32_on_cpu"]["cosine"] >= ort_optimize.MIN_COSINE for r in report.values())
+    assert all("onnxruntime-cuda" in src.graphs[n].variants for n in ("audio", "video"))
+
+    again = manifest(tiny_bundle[1])
+    monkeypatch.setattr(ort_optimize, "MIN_COSINE", 1.5)  # no cosine reaches it
+    with caplog.at_level("WARNING", logger="export.ort_optimize"):
+        ort_optimize.add_ort_cuda_variants(tmp_path, again.graphs, fp32, (vit.heads, vit.width))
+    assert not any(again.graphs[n].variants for n in ("audio", "video"))
+    assert not list(tmp_path.glob("*.ort-cuda.*")) and caplog.text.count("is left out") == 2
