@@ -234,19 +234,24 @@ def test_wavlm_attention_in_the_exported_form_equals_transformers(tiny_model):
 def test_graph_ops_counts_the_nodes_the_optimizer_leaves(tiny_bundle, tmp_path):
     """benchmarks.graph_ops, the launch count of a graph: the exported count is the graph's own,
     ONNX Runtime's optimizer only removes nodes (it fuses GELU and LayerNorm here), and
-    onnxscript's fusions (the audio variant's) leave one Attention node and no Softmax per layer."""
+    onnxscript's fusions (the audio variant's) leave one Attention node and no Softmax per layer,
+    and with the window fixed ONNX Runtime folds every shape and position computation."""
     from benchmarks.graph_ops import main as graph_ops
     from training.config import preset
 
     audio = preset("tiny").audio
     graph = tiny_bundle[1] / load_manifest(tiny_bundle[1]).graphs["audio"].file
     r = graph_ops([str(graph), "--heads", str(audio.num_attention_heads), "--hidden", str(audio.hidden_size),
-                   "--layers", str(audio.num_hidden_layers), "--out", str(tmp_path / "ops")])
+                   "--layers", str(audio.num_hidden_layers), "--fix", "batch=1", "--fix", "samples=48000",
+                   "--out", str(tmp_path / "ops")])
     assert r["exported"]["nodes"] == len(onnx.load(str(graph), load_external_data=False).graph.node)
     assert r["ort_optimized"]["nodes"] < r["exported"]["nodes"] and r["ort_optimized"]["fused"]
     fused = r["onnxscript_fused"]
     assert fused["nodes"] < r["ort_optimized"]["nodes"]
     assert fused["ops"]["Attention"] == audio.num_hidden_layers and "Softmax" not in fused["ops"]
+    # At a fixed window the shape and position arithmetic is constant: none of it is left to run.
+    fixed = r["fused_fixed"]["ops"]
+    assert fixed["Attention"] == audio.num_hidden_layers and not {"Shape", "Range", "Log", "Concat"} & set(fixed)
     assert "| **nodes** |" in (tmp_path / "ops.md").read_text()
 
 
