@@ -56,7 +56,8 @@ def main(argv=None) -> dict:
     seconds = time.time() - t
     optimised = model.model.graph.node
     t = time.time()
-    fused = list(onnxscript_fused(args.onnx).graph.all_nodes())
+    fused_model = onnxscript_fused(args.onnx)
+    fused = list(fused_model.graph.all_nodes())
     fused_seconds = time.time() - t
     result = {
         "graph": str(args.onnx), "model_type": args.model_type, "layers": args.layers,
@@ -67,26 +68,24 @@ def main(argv=None) -> dict:
         "onnxscript_fused": {"nodes": len(fused), "ops": op_counts(fused), "seconds": round(fused_seconds, 1)},
     }
     if args.fix:
-        fixed = fixed_size_nodes(args.onnx, dict(f.split("=", 1) for f in args.fix))
+        fixed = fixed_size_nodes(fused_model, dict(f.split("=", 1) for f in args.fix))
         result["fused_fixed"] = {"nodes": len(fixed), "ops": op_counts(fixed), "dims": args.fix}
     command = "python -m benchmarks.graph_ops " + " ".join(sys.argv[1:] if argv is None else argv)
     return report.write(args.out, result, lambda r: markdown(r, command))
 
 
-def fixed_size_nodes(fp32_onnx: Path, dims: dict[str, str]) -> list:
-    """The nodes of onnxscript's fused graph after ONNX Runtime's basic (provider-independent)
-    optimisations with `dims` fixed."""
+def fixed_size_nodes(fused_model, dims: dict[str, str]) -> list:
+    """The nodes of onnxscript's fused graph (an onnx_ir Model) after ONNX Runtime's basic
+    (provider-independent) optimisations with `dims` fixed."""
     import tempfile
 
     import onnx
     import onnx_ir as ir
     import onnxruntime as ort
 
-    from export.ort_optimize import onnxscript_fused
-
     with tempfile.TemporaryDirectory() as tmp:
         fused, optimised = Path(tmp) / "fused.onnx", Path(tmp) / "optimised.onnx"
-        ir.save(onnxscript_fused(fp32_onnx), str(fused), external_data="fused.data")
+        ir.save(fused_model, str(fused), external_data="fused.data")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.log_severity_level = 3

@@ -81,13 +81,11 @@ def onnxscript_fused(fp32_onnx: Path):
     return model
 
 
-def fuse_audio(fp32_onnx: Path, dst: Path) -> dict:
-    """The audio graph with onnxscript's ONNX Runtime fusions, still FP32 (ONNX Runtime's CPU
-    provider runs it, so tests compare it with the standard graph). Returns the counts of
-    the fused operators in the result."""
+def _fused_audio(fp32_onnx: Path):
+    """onnxscript_fused as an ONNX ModelProto with our IR version, and the counts of the fused
+    operators in it."""
     import collections
 
-    import onnx
     import onnx_ir as ir
 
     from .onnx_export import IR_VERSION
@@ -96,25 +94,29 @@ def fuse_audio(fp32_onnx: Path, dst: Path) -> dict:
     fused = collections.Counter(n.op_type for n in model.graph.all_nodes() if n.domain == "com.microsoft")
     proto = ir.to_proto(model)
     proto.ir_version = IR_VERSION
+    return proto, dict(fused)
+
+
+def fuse_audio(fp32_onnx: Path, dst: Path) -> dict:
+    """The audio graph with onnxscript's ONNX Runtime fusions, still FP32 (ONNX Runtime's CPU
+    provider runs it, so tests compare it with the standard graph). Returns the counts of
+    the fused operators in the result."""
+    import onnx
+
+    proto, fused = _fused_audio(fp32_onnx)
     onnx.save(proto, str(dst))
-    return dict(fused)
+    return fused
 
 
 def ort_cuda_audio(fp32_onnx: Path, dst: Path) -> dict:
     """Write the audio variant; returns the fused operator counts. The position arithmetic
     (relative distances, log-spaced buckets: nodes that do not depend on the waveform) stays
     FP32, as in export.fp16."""
-    import onnx
     from onnxruntime.transformers.onnx_model import OnnxModel
 
     from .fp16 import activation_values
 
-    fused_fp32 = Path(dst).with_suffix(".fused-fp32.tmp")
-    try:
-        fused = fuse_audio(fp32_onnx, fused_fp32)
-        model = onnx.load(str(fused_fp32))
-    finally:
-        fused_fp32.unlink(missing_ok=True)
+    model, fused = _fused_audio(fp32_onnx)
     live = activation_values(model.graph)
     static = [n.name for n in model.graph.node if not any(o in live for o in n.output)]
     with quiet_optimizer():
