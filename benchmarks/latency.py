@@ -180,8 +180,8 @@ class EagerBackend:
 
     def end_to_end(self, predictor, audio, frames):
         """Preprocessing exactly as the runtime's CPU path (Pillow), then the eager modules."""
-        wave, _ = predictor.prepare_audio(audio, 16000)
-        x, _ = predictor.prepare_frames(frames)
+        wave, _ = predictor.pipeline.prepare_audio(audio, 16000)
+        x, _ = predictor.pipeline.prepare_frames(frames)
         return _softmax(self.fusion(self.audio(wave[None]), self.video(x)))
 
 
@@ -200,13 +200,13 @@ class RuntimeBackend:
         self.last_timings: dict[str, float] = {}
 
     def audio(self, wave):
-        return self.p.encode_audio(wave[0])
+        return self.p.pipeline.encode_audio(wave[0])
 
     def video(self, frames):
-        return self.p.encode_frames(frames)
+        return self.p.pipeline.encode_frames(frames)
 
     def fusion(self, hidden, emb):
-        return self.p.fuse([hidden], [emb])[0]["logits"]
+        return self.p.pipeline.fuse([hidden], [emb])[0]["logits"]
 
     def end_to_end(self, predictor, audio, frames):
         r = self.p.predict(audio=audio, sample_rate=16000, frames=frames)
@@ -352,7 +352,7 @@ def run(args) -> dict:
             results["skipped"][name] = str(exc)
             print(f"[latency] {name}: skipped ({exc})", file=sys.stderr, flush=True)
 
-    frames_in = {k: reference.prepare_frames(raw_frames[:k])[0] for k in args.frames}
+    frames_in = {k: reference.pipeline.prepare_frames(raw_frames[:k])[0] for k in args.frames}
     # Each stage's input is the eager FP32 output of the stage before (the same for everyone).
     eager_ref = EagerBackend(model)
     hidden = eager_ref.audio(wave)

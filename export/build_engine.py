@@ -151,7 +151,7 @@ def main(argv=None) -> Path:
     t_start = time.time()
 
     from foal_edge.backends.onnxruntime import OnnxRuntimeRunner
-    from foal_edge.manifest import GRAPHS, OPTIONAL_GRAPHS
+    from foal_edge.bundle import GRAPHS, OPTIONAL_GRAPHS
 
     from . import graphs as graph_defs
     from . import parity
@@ -357,7 +357,7 @@ def write_demo_clip(out: Path, config) -> dict:
         w.setframerate(config.sample_rate)
         w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
     np.save(out / "demo_frames.npy", frames, allow_pickle=False)
-    from foal_edge.manifest import sha256_file
+    from foal_edge.bundle import sha256_file
 
     return {"audio": "demo.wav", "frames": "demo_frames.npy", "fps": len(frames) / seconds, "expected": "happy",
             "sha256": {f: sha256_file(out / f) for f in ("demo.wav", "demo_frames.npy")}}

@@ -1,4 +1,4 @@
-"""Writes a bundle: the graph files plus the manifest that foal_edge.manifest defines."""
+"""Writes a bundle: the graph files plus the manifest that foal_edge.bundle defines."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ from pathlib import Path
 
 import onnx
 
-from foal_edge.integrity import onnx_external_data
-from foal_edge.manifest import MANIFEST, GraphInfo, Manifest, TensorInfo, sha256_file
+from foal_edge.bundle import MANIFEST, GraphInfo, Manifest, TensorInfo, onnx_external_data, sha256_file
 
 _ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
                 onnx.TensorProto.INT64: "int64", onnx.TensorProto.INT32: "int32", onnx.TensorProto.BOOL: "bool",
@@ -72,7 +71,7 @@ def derive_bundle(src: Path, dst: Path, precision: str, vit_shape: tuple[int, in
     graphs' onnxruntime-cuda variants, as `build_engine --precision fp16 --target onnx` does."""
     import shutil
 
-    from foal_edge.manifest import load_manifest
+    from foal_edge.bundle import load_manifest
 
     from .fp16 import convert_file
     from .quantize import quantize_int8

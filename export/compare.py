@@ -22,7 +22,7 @@ import numpy as np
 
 def compare_precision(reference: Path, candidate: Path, seconds, frames) -> dict:
     from foal_edge.backends.onnxruntime import OnnxRuntimeRunner
-    from foal_edge.manifest import load_manifest
+    from foal_edge.bundle import load_manifest
 
     from .parity import encoder_cosines
 

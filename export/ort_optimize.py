@@ -155,7 +155,7 @@ def add_ort_cuda_variants(bundle: Path, entries: dict, fp32: dict[str, Path], vi
     video graphs; `vit_shape` is the ViT's (heads, width). A variant is left out, with a
     warning, where no attention fused (the legacy exporter's graphs) or where it disagrees
     with the FP32 graph on the CPU. Returns per graph the fused operator counts and the check."""
-    from foal_edge.manifest import sha256_file
+    from foal_edge.bundle import sha256_file
 
     report = {}
     for name in ("audio", "video"):

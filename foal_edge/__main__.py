@@ -202,7 +202,7 @@ def live(args) -> int:
 
 
 def predict(args):
-    from .manifest import demo_file
+    from .bundle import demo_file
 
     predictor = open_predictor(args)
     if args.demo:
@@ -219,7 +219,7 @@ def predict(args):
 
 def info(bundle: Path) -> int:
     from .backends.onnxruntime import cuda_available
-    from .manifest import load_manifest
+    from .bundle import load_manifest
 
     m = load_manifest(bundle)
     print(f"bundle {bundle}: preset {m.preset}, schema v{m.schema_version}")

@@ -142,8 +142,8 @@ class StreamingPredictor:
             due = timestamp >= self._last_kept + self.frame_spacing * (1 - 1e-6)
             if due:
                 t0 = time.perf_counter()
-                selected, _ = self.predictor.select_frames(frame)  # validates: one frame in, one out
-                embedding = self.predictor.embed_frames(selected)[0][0]
+                selected, _ = self.predictor.pipeline.select_frames(frame)  # validates: one frame in, one out
+                embedding = self.predictor.pipeline.embed_frames(selected)[0][0]
                 self._encode_ms += 1e3 * (time.perf_counter() - t0)
                 self._frames.append((timestamp, embedding))
                 self._last_kept = timestamp
@@ -170,6 +170,7 @@ class StreamingPredictor:
 
     def _fuse_window(self) -> Prediction:
         t_start = time.perf_counter()
+        steps = self.predictor.pipeline
         self._drop_old(self._clock)
         timings = {"video": self._encode_ms}
         notes = []
@@ -185,18 +186,18 @@ class StreamingPredictor:
             audio = self._audio if self._src_rate == self.rate else \
                 preprocess.resample(self._audio, self._src_rate, self.rate)[: self.window_samples]
             timings["audio_preprocess"] = 1e3 * (time.perf_counter() - t0)
-            speech, more, timings["vad"] = self.predictor.speech_only(audio, has_video=embeddings is not None)
+            speech, more, timings["vad"] = steps.speech_only(audio, has_video=embeddings is not None)
             notes += more
             if speech is not None:
                 t0 = time.perf_counter()
-                hidden = self.predictor.encode_audio(speech)
+                hidden = steps.encode_audio(speech)
                 timings["audio"] = 1e3 * (time.perf_counter() - t0)
         t0 = time.perf_counter()
-        raw = self.predictor.fuse([hidden], [embeddings])[0]
+        raw = steps.fuse([hidden], [embeddings])[0]
         timings["fusion"] = 1e3 * (time.perf_counter() - t0)
         timings["total"] = timings["video"] + 1e3 * (time.perf_counter() - t_start)
         self._encode_ms = 0.0
-        self._latest = self.predictor._prediction(raw, hidden is not None, embeddings is not None, timings, notes)
+        self._latest = steps.prediction(raw, hidden is not None, embeddings is not None, timings, notes)
         return self._latest
 
     def latest(self) -> Prediction | None:

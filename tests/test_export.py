@@ -6,7 +6,7 @@ import onnx
 import pytest
 
 from export.onnx_export import IR_VERSION, OPSET, symbolic_dims
-from foal_edge.manifest import load_manifest, sha256_file
+from foal_edge.bundle import load_manifest, sha256_file
 
 
 def test_dynamic_dimensions_stay_symbolic(tiny_bundle):
@@ -185,7 +185,7 @@ def test_the_audio_variant_fuses_each_wavlm_attention_into_one_node_and_agrees(t
     import onnxruntime as ort
 
     from export.ort_optimize import fuse_audio, ort_cuda_audio
-    from foal_edge.manifest import load_manifest as manifest
+    from foal_edge.bundle import load_manifest as manifest
     from training.config import preset
 
     layers = preset("tiny").audio.num_hidden_layers
@@ -294,7 +294,7 @@ def test_a_variant_that_disagrees_with_fp32_on_the_cpu_is_not_shipped(tiny_bundl
     """Each variant is run on the CPU against the FP32 graph before it goes into the manifest;
     one below the bar is left out with a warning."""
     from export import ort_optimize
-    from foal_edge.manifest import load_manifest as manifest
+    from foal_edge.bundle import load_manifest as manifest
     from training.config import preset
 
     src = manifest(tiny_bundle[1])

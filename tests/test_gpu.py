@@ -77,7 +77,7 @@ def test_preprocess_graph_on_cuda_equals_the_cpu_path(tiny_bundle):
         frames = np.stack([np.asarray(Image.fromarray(f).resize((w, h))) for f in frames])
         wx, wy = preprocess.resize_matrices(h, w, gpu.manifest.image_size)
         pixels = gpu.runners["preprocess"].run({"frames": frames, "resize_x": wx, "resize_y": wy})[0]
-        assert (np.abs(pixels - cpu.preprocess_frames(frames)) * std * 255).max() <= 1.0 + 1e-3
+        assert (np.abs(pixels - cpu.pipeline.preprocess_frames(frames)) * std * 255).max() <= 1.0 + 1e-3
         a = gpu.predict(audio=audio, sample_rate=16000, frames=frames)
         b = cpu.predict(audio=audio, sample_rate=16000, frames=frames)
         assert a.label == b.label

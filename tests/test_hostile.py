@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from foal_edge import (BundleError, CallbackError, FoalEdgeError, InvalidInputError, Prediction, Predictor,
                        StreamingPredictor)
 from foal_edge.__main__ import main as cli
-from foal_edge.manifest import sha256_file
+from foal_edge.bundle import sha256_file
 
 from .conftest import edit_manifest
 

@@ -93,7 +93,7 @@ def test_preprocess_graph_equals_cpu_path(tiny_bundle):
         frames = np.stack(_camera_frames([shape]))
         wx, wy = preprocess.resize_matrices(*shape, size)
         pixels = graph.runners["preprocess"].run({"frames": frames, "resize_x": wx, "resize_y": wy})[0]
-        assert np.abs(pixels - cpu.preprocess_frames(frames)).max() <= ONE_GREY_LEVEL
+        assert np.abs(pixels - cpu.pipeline.preprocess_frames(frames)).max() <= ONE_GREY_LEVEL
         a = cpu.predict(frames=frames)
         b = graph.predict(frames=frames)
         assert a.label == b.label

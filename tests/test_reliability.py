@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from foal_edge import (BackendUnavailableError, BundleError, FoalEdgeError, IncompatibleEngineError,
                        InferenceError, InvalidInputError, Prediction, Predictor, StreamingPredictor)
-from foal_edge.manifest import check_engine
+from foal_edge.backends.tensorrt import check_engine
 
 from .conftest import edit_manifest
 

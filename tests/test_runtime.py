@@ -28,7 +28,7 @@ def test_predictor_equals_eager(tiny_bundle, predictor):
     for seed in range(8):
         audio, frames = _clip(seed)
         got = predictor.predict(audio=audio, sample_rate=16000, frames=frames)
-        x, _ = predictor.prepare_frames(frames)
+        x, _ = predictor.pipeline.prepare_frames(frames)
         with torch.inference_mode():
             logits = model(torch.from_numpy(audio[None]), torch.from_numpy(x)[None], torch.ones(1, len(x)))[0]
         expected = torch.softmax(logits, -1)[0].numpy()

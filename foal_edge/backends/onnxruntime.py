@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendUnavailableError, BundleError, InferenceError
+from .base import Runner
 
 
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8",
@@ -92,7 +93,8 @@ def cuda_available() -> bool:
         return False
 
 
-class OnnxRuntimeRunner:
+class OnnxRuntimeRunner(Runner):
+    keeps_on_device = True  # outputs as OrtValues where the session runs (io binding)
     def __init__(self, path, device: str = "cpu", device_id: int = 0, threads: int | None = None,
                  precision: str = "fp32", exact_fp32: bool = False, cache_key: str | None = None,
                  cache_dir: Path | None = None):
@@ -132,6 +134,7 @@ class OnnxRuntimeRunner:
         # What the graph file itself declares: {name: (dtype, shape with None/str for dynamic)}
         self.io = {v.name: (_ORT_DTYPES.get(v.type, v.type), list(v.shape))
                    for v in self.session.get_inputs() + self.session.get_outputs()}
+        self.max_shapes = {}  # ONNX Runtime runs any shape the graph allows
         self.device, self.device_id = device, device_id
         self.path = Path(path)
         self._errors = _runtime_errors(ort)
@@ -189,6 +192,8 @@ class OnnxRuntimeRunner:
         """Run the graph. Feeds are numpy arrays or OrtValues (outputs of another runner's
         `keep_on_device` call, already where this session runs: no copy back and forth).
         Returns numpy arrays, or OrtValues left on the session's device with keep_on_device."""
+        if self.session is None:
+            raise InferenceError(f"{self.path.name}: the runner is closed")
         try:
             if not keep_on_device and all(isinstance(feeds[n], np.ndarray) for n in self.inputs):
                 return self.session.run(self.outputs, {n: feeds[n] for n in self.inputs})
@@ -207,3 +212,6 @@ class OnnxRuntimeRunner:
             return binding.get_outputs() if keep_on_device else binding.copy_outputs_to_cpu()
         except self._errors as exc:
             raise InferenceError(f"{self.path.name}: ONNX Runtime failed to run the graph ({exc})") from exc
+
+    def close(self) -> None:
+        self.session = None  # the session frees its memory when the last reference goes

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..cuda import open_cuda
 from ..errors import BackendUnavailableError, IncompatibleEngineError, InferenceError, InvalidInputError
-from ..manifest import check_engine
+from .base import Runner
 
 
 def import_tensorrt():
@@ -28,12 +28,30 @@ def import_tensorrt():
     return trt
 
 
-class TensorRTRunner:
+def check_engine(path, built_version: str | None, built_capability: str | None, here_version: str,
+                 here_capability: str, rebuild: str) -> None:
+    """Engines run only on the TensorRT version and GPU they were built for: refuse others
+    with the command that rebuilds them."""
+    if built_version and built_version != here_version:
+        raise IncompatibleEngineError(
+            f"{path}: engine built with TensorRT {built_version}, this machine has TensorRT {here_version}; "
+            f"engines are not portable across TensorRT versions: {rebuild}")
+    if built_capability and built_capability != here_capability:
+        raise IncompatibleEngineError(
+            f"{path}: engine built for sm_{built_capability.replace('.', '')}, this GPU is "
+            f"sm_{here_capability.replace('.', '')}; engines are not portable across GPUs: {rebuild}")
+
+
+class TensorRTRunner(Runner):
+    """Outputs come back to the host (float32) after every run: keep_on_device is accepted and
+    has no effect, so a preprocess engine's pixels cross to the host and back to the video engine."""
+
     def __init__(self, engine_path, device: int = 0, expect_version: str | None = None,
                  expect_capability: str | None = None, rebuild_hint: str = ""):
         trt = import_tensorrt()
         self.trt = trt
         self.path = Path(engine_path)
+        self.device = "cuda"
         self.cuda = open_cuda(device)
         check_engine(engine_path, expect_version, expect_capability, trt.__version__,
                      self.cuda.compute_capability(), rebuild_hint)
@@ -69,8 +87,10 @@ class TensorRTRunner:
             self._pinned.append(ptr)
             self.context.set_tensor_address(n, self.device_ptrs[n])
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def run(self, feeds: dict[str, np.ndarray], keep_on_device: bool = False) -> list[np.ndarray]:
         with self.lock, self.cuda.active():
+            if self.stream is None:
+                raise InferenceError(f"{self.path.name}: the runner is closed")
             for n in self.inputs:
                 x = np.ascontiguousarray(feeds[n], dtype=self.dtypes[n])
                 limit = self.max_shapes[n]

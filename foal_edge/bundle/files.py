@@ -11,14 +11,23 @@ length-delimited field that is not on the path to a tensor is skipped.
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 import os
 import stat
 from pathlib import Path
 
-from .errors import BundleError
+from ..errors import BundleError
 
 MAX_NESTING = 64  # graphs inside attributes inside nodes inside graphs...
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def bundle_file(bundle: Path, relative, what: str) -> Path:
