@@ -223,14 +223,14 @@ def _softmax(x):
 def build_bundles(args, checkpoint: Path, cfg) -> dict[str, Path]:
     """The FP32 ONNX bundle of the checkpoint (exported once, kept in --bundle-dir) and the
     INT8 / FP16 bundles derived from it when those backends are measured."""
-    from export.build_engine import main as build
+    from export import build_bundle
     from export.bundle import derive_bundle
 
     fp32 = Path(args.bundle_dir) / "fp32"
     if not (fp32 / "manifest.json").is_file():
         print(f"[latency] exporting the FP32 ONNX bundle -> {fp32}", file=sys.stderr, flush=True)
-        build(["--checkpoint", str(checkpoint), "--out", str(fp32), "--target", "onnx", "--precision", "fp32",
-               "--parity-clips", "0", "--max-audio-seconds", str(args.audio_seconds)])
+        build_bundle(checkpoint, fp32, target="onnx", precision="fp32", parity_clips=0,
+                     max_audio_seconds=args.audio_seconds)
     bundles = {"fp32": fp32}
     for precision in ("int8", "fp16"):
         if f"onnxruntime-{precision}" in args.backends:

@@ -66,37 +66,32 @@ def write_manifest(bundle: Path, manifest: Manifest) -> Path:
 
 
 def derive_bundle(src: Path, dst: Path, precision: str, vit_shape: tuple[int, int] | None = None) -> Path:
-    """An FP16 or INT8 ONNX bundle from an FP32 ONNX bundle, without exporting again.
-    FP16 with `vit_shape` (the video tower's attention heads and width) also gets the encoder
-    graphs' onnxruntime-cuda variants, as `build_engine --precision fp16 --target onnx` does."""
+    """An FP16 or INT8 ONNX bundle from an FP32 ONNX bundle, without exporting again, by the
+    rules of export/precision.py. FP16 with `vit_shape` (the video tower's attention heads and
+    width) also gets the encoder graphs' onnxruntime-cuda variants, as `build_engine
+    --precision fp16 --target onnx` does."""
     import shutil
 
     from foal_edge.bundle import load_manifest
 
-    from .fp16 import convert_file
-    from .quantize import quantize_int8
+    from .errors import PrecisionError
+    from .precision import convert_graph, graph_precision
 
+    if precision not in ("fp16", "int8"):
+        raise PrecisionError(f"derive_bundle makes fp16 or int8 bundles, not {precision!r}")
     src, dst = Path(src), Path(dst)
     manifest = load_manifest(src)
     if any(g.format != "onnx" or g.precision != "fp32" for g in manifest.graphs.values()):
-        raise ValueError(f"{src}: derive_bundle needs an FP32 ONNX bundle")
+        raise PrecisionError(f"{src}: derive_bundle needs an FP32 ONNX bundle")
     dst.mkdir(parents=True, exist_ok=True)
     fp32 = {name: src / manifest.graphs[name].file for name in ("audio", "video")}
     for name, g in manifest.graphs.items():
-        source = src / g.file
-        target = dst / f"{name}.{precision}.onnx"
-        if name == "preprocess":  # frame preprocessing stays FP32 (see build_engine)
+        target = convert_graph(name, precision, src / g.file, dst)
+        if target == src / g.file:  # stays FP32: copied as it is
             target = dst / g.file
-            shutil.copyfile(source, target)
-        elif precision == "fp16":
-            convert_file(source, target)
-        elif precision == "int8" and name != "fusion":  # the fusion head is tiny: it stays FP32
-            quantize_int8(source, target)
-        else:
-            target = dst / g.file
-            shutil.copyfile(source, target)
-        manifest.graphs[name] = graph_info(dst, target, "onnx", precision if target.name != g.file else "fp32",
-                                           target, opset=g.opset)
+            shutil.copyfile(src / g.file, target)
+        manifest.graphs[name] = graph_info(dst, target, "onnx", graph_precision(name, precision), target,
+                                           opset=g.opset)
     if precision == "fp16" and vit_shape:
         from .ort_optimize import add_ort_cuda_variants
 

@@ -17,9 +17,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import ExportError
 
-class EngineBuildError(RuntimeError):
-    pass
+MAX_ENGINE_FRAME = (720, 1280)  # the largest camera frame the TensorRT preprocess engine takes
+
+
+class EngineBuildError(ExportError, RuntimeError):
+    """TensorRT could not parse or build a graph."""
 
 
 @dataclass
@@ -126,3 +130,53 @@ def tensorrt_status() -> tuple[bool, str]:
     except Exception as exc:
         return False, f"TensorRT {trt.__version__} is installed but no CUDA GPU is usable ({exc})"
     return True, f"TensorRT {trt.__version__} on a GPU with compute capability {cc}"
+
+
+def profiles_for(name: str, model_config, manifest_frames: int, max_seconds: float) -> dict[str, Profile]:
+    """min / opt / max shapes per input of one graph (batch 1 at opt; up to 4 clips)."""
+    from foal_edge.preprocess import min_samples, wavlm_frames
+
+    rate = model_config.sample_rate
+    kernels, strides = model_config.audio.conv_kernel, model_config.audio.conv_stride
+    s_min, s_opt, s_max = min_samples(kernels, strides), int(min(6.0, max_seconds) * rate), int(max_seconds * rate)
+    t_min, t_opt, t_max = (wavlm_frames(s, kernels, strides) for s in (s_min, s_opt, s_max))
+    size, d_a, d_v = model_config.video.image_size, model_config.audio.hidden_size, model_config.video.embed_dim
+    if name == "audio":
+        return {"waveform": Profile((1, s_min), (1, s_opt), (4, s_max))}
+    if name == "video":
+        return {"frames": Profile((1, 3, size, size), (manifest_frames, 3, size, size),
+                                  (4 * manifest_frames, 3, size, size))}
+    if name == "preprocess":  # one clip of landscape camera frames up to 1280x720 (others: the CPU path)
+        h, w = MAX_ENGINE_FRAME
+        return {"frames": Profile((1, 8, 8, 3), (manifest_frames, 480, 640, 3), (manifest_frames, h, w, 3)),
+                "resize_x": Profile((size, 8), (size, 640), (size, w)),
+                "resize_y": Profile((size, 8), (size, 480), (size, h))}
+    return {"audio": Profile((1, t_min, d_a), (1, t_opt, d_a), (4, t_max, d_a)),
+            "audio_mask": Profile((1, t_min), (1, t_opt), (4, t_max)),
+            "video": Profile((1, 1, d_v), (1, manifest_frames, d_v), (4, manifest_frames, d_v)),
+            "video_mask": Profile((1, 1), (1, manifest_frames), (4, manifest_frames))}
+
+
+def build_graph_engine(name: str, model_config, fp32_onnx: Path, final_onnx: Path, out: Path, precision: str, *,
+                       opset: int, device: int = 0, workspace_mb: int = 1024, timing_cache=None,
+                       weakly_typed: bool = False, log=print):
+    """Graph `name`'s engine for this GPU in the bundle `out`: its manifest entry (GraphInfo)."""
+    import tensorrt as trt
+
+    from foal_edge.cuda import open_cuda
+
+    from .bundle import graph_info
+
+    cc = open_cuda(device).compute_capability()
+    engine_file = out / f"{name}.{precision}.trt{trt.__version__}.sm{cc.replace('.', '')}.engine"
+    profiles = profiles_for(name, model_config, model_config.frames_per_clip, model_config.audio_seconds)
+    weak = weakly_typed and precision == "fp16"
+    log(f"building the {name} TensorRT engine ({'weakly typed + FP16 flag' if weak else 'strongly typed'})")
+    t = time.time()
+    build_engine(fp32_onnx if weak else final_onnx, engine_file, profiles, strongly_typed=not weak, fp16_flag=weak,
+                 workspace_mb=workspace_mb, timing_cache=timing_cache)
+    log(f"built {engine_file.name} in {time.time() - t:.0f}s")
+    return graph_info(out, engine_file, "tensorrt", precision, final_onnx, opset=opset,
+                      tensorrt_version=trt.__version__, compute_capability=cc,
+                      profiles={k: {"min": list(p.min), "opt": list(p.opt), "max": list(p.max)}
+                                for k, p in profiles.items()})

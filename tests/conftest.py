@@ -56,17 +56,16 @@ def make_batch(model, batch=4, seconds=1.0, frames=3, labels=None, seed=0):
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory):
     """A tiny checkpoint (random weights, seed 0) and the FP32 ONNX bundle built from it
-    by the real build command: (checkpoint_dir, bundle_dir)."""
+    by the library call the build command runs: (checkpoint_dir, bundle_dir)."""
     import torch
 
-    from export.build_engine import main as build
+    from export import build_bundle
     from training.model import FoalNet
 
     root = tmp_path_factory.mktemp("tiny")
     torch.manual_seed(0)
     FoalNet.from_preset("tiny").save(root / "ckpt")
-    build(["--checkpoint", str(root / "ckpt"), "--out", str(root / "bundle"), "--target", "onnx",
-           "--precision", "fp32", "--parity-clips", "3"])
+    build_bundle(root / "ckpt", root / "bundle", target="onnx", precision="fp32", parity_clips=3)
     return root / "ckpt", root / "bundle"
 
 

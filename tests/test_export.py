@@ -112,7 +112,7 @@ def test_build_engine_help_explains_every_flag(capsys):
 
 def test_auto_precision_picks_int8_only_where_it_is_faster_and_keeps_labels(tiny_bundle, tmp_path):
     from export import parity
-    from export.build_engine import MIN_INT8_CLIPS, MIN_INT8_SPEEDUP, choose_cpu_precision
+    from export.precision import MIN_INT8_CLIPS, MIN_INT8_SPEEDUP, choose_cpu_precision
     from export.bundle import derive_bundle
     from foal_edge.backends.onnxruntime import OnnxRuntimeRunner
     from training.model import FoalNet
