@@ -265,14 +265,46 @@ def flops_of(model, inputs) -> dict[str, float]:
 
 
 def run(args) -> dict:
+    """The whole measurement: every backend, stage by stage, interleaved; -> the results."""
     import torch
 
-    from export.parity import cosine
     from foal_edge import Predictor
-    from training.model import FoalNet
-    from training.synthetic import make_clip
 
     torch.set_num_threads(args.threads)
+    model, checkpoint = load_model(args)
+    cfg = model.config
+    bundles = build_bundles(args, checkpoint, cfg)
+    if args.bundle:
+        bundles["tensorrt"] = Path(args.bundle)
+    reference = Predictor(bundles["fp32"], backend="onnxruntime-cpu", threads=args.threads, preprocess="cpu")
+    audio, raw_frames = make_inputs(args)
+    results = {"machine": machine(), "command": "python -m benchmarks.latency " + " ".join(sys.argv[1:]),
+               "preset": cfg.preset, "audio_seconds": args.audio_seconds, "threads": args.threads,
+               "backends": {}, "skipped": {}, "rows": []}
+    results["frame_size"] = "x".join(map(str, raw_frames.shape[1:3][::-1]))
+    measure_peaks(results, args.threads)
+    backends = open_backends(args, model, bundles, results)
+    stages, flops_per = make_stages(args, model, reference, audio, raw_frames)
+    times, breakdown, outputs = time_stages(args, stages, backends)
+    results["rows"] = stage_rows(args, results, stages, backends, flops_per, times, breakdown, outputs)
+    if args.agreement_clips:
+        results["agreement"] = label_agreement(args, backends, reference, cfg)
+    if args.frames_knob:
+        results["frames_knob"] = frames_knob(args, bundles["fp32"], cfg)
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.cuda.is_available():
+        results["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    return results
+
+
+def load_model(args):
+    """The eager model (random weights are saved once in --bundle-dir and reloaded after) and
+    its checkpoint directory, with WavLM's weight norm folded as export does."""
+    import torch
+
+    from export.onnx_export import remove_weight_norm
+    from training.model import FoalNet
+
     if args.random_weights:
         torch.manual_seed(0)
         model = FoalNet.from_preset(args.preset).eval()
@@ -286,17 +318,16 @@ def run(args) -> dict:
         model = FoalNet.load(checkpoint).eval()
     # Fold WavLM's weight-norm parametrization, as export does: the same arithmetic without
     # re-deriving the positional conv kernel on every call (and FlopCounterMode needs it).
-    from export.onnx_export import remove_weight_norm
-
     remove_weight_norm(model)
-    cfg = model.config
-    bundles = build_bundles(args, checkpoint, cfg)
-    if args.bundle:
-        bundles["tensorrt"] = Path(args.bundle)
-    reference = Predictor(bundles["fp32"], backend="onnxruntime-cpu", threads=args.threads, preprocess="cpu")
+    return model, checkpoint
 
-    # Inputs: one synthetic clip of the requested length; frames at camera size (the synthetic
-    # faces scaled up by Pillow to --frame-size, as a camera would deliver them).
+
+def make_inputs(args) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic clip of the requested length: (audio [S], uint8 frames [N, H, W, 3]) with
+    frames at camera size (the synthetic faces scaled up by Pillow to --frame-size, as a
+    camera would deliver them)."""
+    from training.synthetic import make_clip
+
     audio, raw_frames, _ = make_clip(1, seconds=args.audio_seconds, frames=max(args.frames))
     if args.frame_size:
         from PIL import Image
@@ -304,22 +335,27 @@ def run(args) -> dict:
         h, w = args.frame_size
         raw_frames = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BILINEAR))
                                for f in raw_frames])
-    wave = audio[None].astype(np.float32)
+    return audio, raw_frames
 
-    results = {"machine": machine(), "command": "python -m benchmarks.latency " + " ".join(sys.argv[1:]),
-               "preset": cfg.preset, "audio_seconds": args.audio_seconds, "threads": args.threads,
-               "backends": {}, "skipped": {}, "rows": []}
-    results["frame_size"] = "x".join(map(str, raw_frames.shape[1:3][::-1]))
-    # The peak a stage is measured against is the best GEMM this machine runs, whichever engine
-    # runs it (on CPUs with VNNI, ONNX Runtime's INT8 GEMM beats torch's FP32 several times over).
-    results["cpu_gemm_peaks_gflops"] = cpu_gemm_peaks(args.threads)
+
+def measure_peaks(results: dict, threads: int) -> None:
+    """The peak a stage is measured against is the best GEMM this machine runs, whichever engine
+    runs it (on CPUs with VNNI, ONNX Runtime's INT8 GEMM beats torch's FP32 several times over)."""
+    import torch
+
+    results["cpu_gemm_peaks_gflops"] = cpu_gemm_peaks(threads)
     results["matmul_peak_gflops"] = max(results["cpu_gemm_peaks_gflops"].values())
-    print(f"[latency] CPU GEMM peaks (GFLOP/s) on {args.threads} threads: {results['cpu_gemm_peaks_gflops']}",
+    print(f"[latency] CPU GEMM peaks (GFLOP/s) on {threads} threads: {results['cpu_gemm_peaks_gflops']}",
           file=sys.stderr, flush=True)
     if torch.cuda.is_available():
         results["gpu_matmul_peak_tflops"] = gpu_matmul_peaks()
         print(f"[latency] GPU matmul peaks (TFLOP/s): {results['gpu_matmul_peak_tflops']}", file=sys.stderr,
               flush=True)
+
+
+def open_backends(args, model, bundles: dict, results: dict) -> dict:
+    """{name: backend} for --backends; those that cannot run here go to results["skipped"]."""
+    import torch
 
     backends = {}
     for name in args.backends:
@@ -351,9 +387,14 @@ def run(args) -> dict:
         except Skip as exc:
             results["skipped"][name] = str(exc)
             print(f"[latency] {name}: skipped ({exc})", file=sys.stderr, flush=True)
+    return backends
 
+
+def make_stages(args, model, reference, audio, raw_frames) -> tuple[list, dict]:
+    """The stages timed, as (name, fn(backend), items per call), and each stage's FLOPs. Each
+    stage's input is the eager FP32 output of the stage before (the same for everyone)."""
+    wave = audio[None].astype(np.float32)
     frames_in = {k: reference.pipeline.prepare_frames(raw_frames[:k])[0] for k in args.frames}
-    # Each stage's input is the eager FP32 output of the stage before (the same for everyone).
     eager_ref = EagerBackend(model)
     hidden = eager_ref.audio(wave)
     embs = {k: eager_ref.video(x) for k, x in frames_in.items()}
@@ -368,16 +409,22 @@ def run(args) -> dict:
     flops_per = {"audio": flops["audio"], "fusion": flops["fusion"]}
     for k in args.frames:
         flops_per[f"video[{k}]"] = flops["video"] / k0 * k
-    used = min(len(e2e_frames), cfg.frames_per_clip)  # frames the end-to-end call actually encodes
+    used = min(len(e2e_frames), model.config.frames_per_clip)  # frames the end-to-end call actually encodes
     flops_per["end_to_end"] = flops["audio"] + flops["video"] / k0 * used + flops["fusion"]
+    return stages, flops_per
 
+
+def time_stages(args, stages: list, backends: dict):
+    """Every stage on every backend, interleaved (A B C for each stage, every iteration), after
+    --warmup rounds. -> (times {(backend, stage): [s]}, the Predictor's own end-to-end
+    timings_ms per backend, the last output of each (backend, stage))."""
     times = {(b, s): [] for b in backends for s, _, _ in stages}
-    breakdown = {b: [] for b in backends}  # the Predictor's own end-to-end timings_ms
+    breakdown = {b: [] for b in backends}
     outputs = {}
     total = args.warmup + args.iters
     for it in range(total):
         for stage, fn, _ in stages:
-            for name, backend in backends.items():  # interleaved: A B C for each stage, every iteration
+            for name, backend in backends.items():
                 t = time.perf_counter()
                 out = fn(backend)
                 dt = time.perf_counter() - t
@@ -388,7 +435,15 @@ def run(args) -> dict:
                 outputs[(name, stage)] = out
         print(f"[latency] iteration {it + 1}/{total}{' (warm-up)' if it < args.warmup else ''}",
               file=sys.stderr, flush=True)
+    return times, breakdown, outputs
 
+
+def stage_rows(args, results, stages, backends, flops_per, times, breakdown, outputs) -> list[dict]:
+    """One row per (stage, backend): percentiles, throughput, RTF, share of the peaks, paired
+    speedup and output difference vs eager FP32."""
+    from export.parity import cosine
+
+    rows = []
     clip_seconds = args.audio_seconds
     for stage, _, items in stages:
         ref_out = outputs.get(("eager", stage))
@@ -419,16 +474,8 @@ def run(args) -> dict:
                 out = outputs[(name, stage)]
                 row["max_abs_diff_vs_eager"] = float(np.abs(np.asarray(out) - np.asarray(ref_out)).max())
                 row["cosine_vs_eager"] = cosine(np.asarray(out), np.asarray(ref_out))
-            results["rows"].append(row)
-
-    if args.agreement_clips:
-        results["agreement"] = label_agreement(args, backends, reference, cfg)
-    if args.frames_knob:
-        results["frames_knob"] = frames_knob(args, bundles["fp32"], cfg)
-    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if torch.cuda.is_available():
-        results["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
-    return results
+            rows.append(row)
+    return rows
 
 
 def label_agreement(args, backends, reference, cfg) -> dict:
