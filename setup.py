@@ -10,8 +10,12 @@ Who installs what:
   pip install .[serve]           `serve` (Ray Serve) and `batch --engine ray` (Ray Data)
   pip install .[cuda]            cuda-python, for the TensorRT backend (TensorRT itself comes
                                  from JetPack on Jetson, or the [tensorrt] extra on x86)
-  pip install .[train]           training and export: torch, torchvision, transformers, ...
+  pip install .[train]           what training and export need: torch, torchvision, transformers, ...
   pip install .[dev]             everything the tests need
+
+The distribution holds the runtime package `foal_edge` alone. `training`, `export` and
+`benchmarks` run from a checkout of the repository (`python -m export.build_engine ...` in
+its root); `pip install -e .[cpu,dev]` there gives them their dependencies.
 """
 
 from setuptools import find_packages, setup
@@ -43,8 +47,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["foal_edge*", "export*", "training*", "benchmarks*"]),
-    package_data={"training": ["demo/*"]},
+    packages=find_packages(include=["foal_edge", "foal_edge.*"]),
     install_requires=RUNTIME,
     extras_require={
         # The default runtime backend. Not in install_requires so that [gpu] can replace it

@@ -44,7 +44,7 @@ def main(argv=None) -> dict:
     from ray import serve
 
     from foal_edge import Client, Predictor
-    from foal_edge.__main__ import read_wav
+    from foal_edge.media import read_wav
     from foal_edge.serve import build_app
 
     audio, rate = read_wav(args.bundle / "demo.wav")

@@ -6,30 +6,12 @@ import argparse
 import json
 import os
 import sys
-import wave
 from pathlib import Path
 
 import numpy as np
 
 from .errors import FoalEdgeError, InvalidInputError, MediaError
-
-
-def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """16-bit PCM WAV with the standard library (the demo clip needs no extra packages)."""
-    try:
-        with wave.open(str(path), "rb") as w:
-            if w.getsampwidth() != 2:
-                raise MediaError(f"{path}: only 16-bit WAV is read without soundfile")
-            raw = w.readframes(w.getnframes())
-            channels = w.getnchannels()
-            usable = len(raw) // (2 * channels) * 2 * channels
-            if usable < len(raw) or usable < 2 * channels * w.getnframes():
-                raise MediaError(f"{path}: truncated WAV (header says {w.getnframes()} frames, "
-                                 f"{usable // (2 * channels)} present)")
-            data = np.frombuffer(raw, "<i2").reshape(-1, channels)
-            return data.mean(axis=1).astype(np.int16) if channels > 1 else data[:, 0].copy(), w.getframerate()
-    except (OSError, EOFError, wave.Error) as exc:
-        raise MediaError(f"{path}: cannot read the WAV file ({exc})") from None
+from .media import read_wav  # noqa: F401 (the CLI's demo clip; also importable from here)
 
 
 def read_frames_npy(path: Path) -> np.ndarray:

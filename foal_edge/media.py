@@ -3,6 +3,7 @@ audio track of a video). Both are imported only when a file is actually read."""
 
 from __future__ import annotations
 
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -183,3 +184,22 @@ def read_video_audio(path, seconds: float | None = None, tail: bool = False) -> 
     if limit is not None:
         audio = audio[-limit:] if tail else audio[:limit]
     return audio, int(rate), total
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """16-bit PCM WAV with the standard library (the demo clip needs no extra packages):
+    (int16 samples [S], mixed to mono, sample rate)."""
+    try:
+        with wave.open(str(path), "rb") as w:
+            if w.getsampwidth() != 2:
+                raise MediaError(f"{path}: only 16-bit WAV is read without soundfile")
+            raw = w.readframes(w.getnframes())
+            channels = w.getnchannels()
+            usable = len(raw) // (2 * channels) * 2 * channels
+            if usable < len(raw) or usable < 2 * channels * w.getnframes():
+                raise MediaError(f"{path}: truncated WAV (header says {w.getnframes()} frames, "
+                                 f"{usable // (2 * channels)} present)")
+            data = np.frombuffer(raw, "<i2").reshape(-1, channels)
+            return data.mean(axis=1).astype(np.int16) if channels > 1 else data[:, 0].copy(), w.getframerate()
+    except (OSError, EOFError, wave.Error) as exc:
+        raise MediaError(f"{path}: cannot read the WAV file ({exc})") from None
