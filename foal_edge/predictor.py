@@ -26,8 +26,6 @@ from .preprocess import warm_resampler
 from .validate import check_integer, check_path
 
 PREPROCESS_MODES = ("auto", "cpu", "graph")
-
-
 MAX_THREADS, MAX_DEVICES, MAX_FRAMES_PER_CLIP = 1024, 64, 1024
 
 
@@ -58,6 +56,11 @@ class Predictor:
     (keyed by each graph's sha256, the ONNX Runtime version and the CPU), "auto" for
     $FOAL_EDGE_CACHE or ~/.cache/foal-edge, None for none. Used only with verify=True: the
     cache is keyed by the checked hash.
+
+    What it holds: bundle, manifest, backend (the one chosen), runners (graph ->
+    foal_edge.backends.Runner), labels, and pipeline (foal_edge.pipeline.Pipeline: the steps,
+    for callers that run them one by one, as StreamingPredictor does). close() or a `with`
+    block frees the runners.
     """
 
     def __init__(self, bundle, backend: str = "auto", device: int = 0, threads: int | None = None,
@@ -112,7 +115,6 @@ class Predictor:
             raise
         self.frames_per_clip = self.pipeline.frames_per_clip
         self.min_samples = self.pipeline.min_samples
-
 
     # -- public API -----------------------------------------------------------------------
     def predict(self, audio=None, sample_rate=None, frames=None, fps=None) -> Prediction:
@@ -238,7 +240,6 @@ class Predictor:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
 
 
 __all__ = ["Predictor", "Prediction", "GRAPHS"]

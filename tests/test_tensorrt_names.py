@@ -78,3 +78,11 @@ def test_fp16_flag_is_guarded_because_11_removed_it():
     assert "EXPLICIT_BATCH" not in used_names()  # gone in 11, and implicit since 10
     source = FILES[0].read_text()
     assert 'getattr(trt.BuilderFlag, "FP16", None)' in source
+
+
+def test_every_file_that_holds_tensorrt_objects_is_checked():
+    """TensorRT objects live in the two thin files above: any other file that imports TensorRT
+    under a name would escape the check."""
+    holders = {p for p in ROOT.rglob("*.py") if ".git" not in p.parts and
+               "import tensorrt as" in p.read_text(errors="replace") and p.name != Path(__file__).name}
+    assert holders == set(FILES), sorted(str(p.relative_to(ROOT)) for p in holders ^ set(FILES))
