@@ -4,7 +4,8 @@ Convention: FLOPs = 2 x multiply-accumulates of every matrix product and convolu
 forward pass computes (linear layers, the convolutions at the lengths they are computed,
 attention scores Q K^T and attention x V, WavLM's relative-position gate projection). Not
 counted: bias additions, norms, activations, softmax, residual additions, the position-bias
-gating and pooling, all elementwise and together well under 1% of each stage at every preset.
+gating and pooling: elementwise work, well under 1% of each stage at the base and large
+presets (more in the tiny preset's narrow towers).
 This is the convention of torch's `FlopCounterMode`, which tests/test_flops.py checks these
 counts against on the tiny and base towers (with the fused attention fast paths off, which
 that counter does not see into).
