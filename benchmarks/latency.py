@@ -279,6 +279,8 @@ def run(args) -> dict:
     measure_peaks(results, args.threads)
     backends = open_backends(args, model, bundles, results)
     stages, flops_per = make_stages(args, model, reference, audio, raw_frames)
+    results["flop_count"] = ("benchmarks/flops.py: 2 x multiply-accumulates of every matmul and "
+                             "convolution from the architecture, attention scores included")
     times, breakdown, outputs = time_stages(args, stages, backends)
     results["rows"] = stage_rows(args, results, stages, backends, flops_per, times, breakdown, outputs)
     if args.agreement_clips:
