@@ -88,6 +88,7 @@ class Decoder:
         self.frames_decoded = 0
         self.frames_kept = 0
         self.seconds = 0.0  # the furthest time reached
+        self.last_frame_time: float | None = None  # the timestamp of the last video frame decoded
 
     def run(self, sink, stop: threading.Event | None = None) -> None:
         import av
@@ -155,6 +156,7 @@ class Decoder:
                                 self.frames_kept += 1
                                 sink("frame", t, rgb)
                             self.seconds = max(self.seconds, t)
+                            self.last_frame_time = t
                 if a is not None:
                     for out in resampler.resample(None):
                         x = out.to_ndarray().reshape(-1)

@@ -40,7 +40,7 @@ PAD = 0.15  # audio heard beyond the first and last speech frame (word onsets an
 MIN_SPEECH = 0.25  # a turn with less speech than this is a click, a cough or a false alarm
 MIN_VIDEO_TILE = 0.5  # a stretch without speech shorter than this, before a turn, is left unanswered
 VAD_FRAME_SECONDS = 0.032  # the decision step when voice activity detection is off
-FRAME_BATCH = 4  # frames encoded together (bounded: raw frames wait for their batch)
+FRAME_BATCH = 4  # frames encoded together: the 1st-4th kept, the 5th-8th, ... (see TimelineCore._embed)
 
 
 @dataclass(frozen=True)
@@ -98,12 +98,13 @@ class Segmenter:
     def now(self) -> float:
         return self.frames * self.fs
 
-    def needed_from(self) -> float:
-        """The earliest time a span not yet emitted may hear."""
-        t = self.gap_from
-        if self.turn is not None:
-            t = min(t, self.turn["heard_from"])
-        return max(0.0, t)
+    def needed_from(self) -> tuple[float, float]:
+        """The earliest times a span not yet emitted may need: (audio, frames)."""
+        if self.turn is not None:  # a last window may reach back a window from the next one's start
+            audio = max(self.turn["first_heard"], self.turn["heard_from"] - self.window)
+        else:
+            audio = self.now - self.pad - self.fs
+        return max(0.0, audio), max(0.0, min(self.gap_from, audio))
 
     def push(self, voiced: np.ndarray) -> list[Span]:
         out: list[Span] = []
@@ -115,7 +116,8 @@ class Segmenter:
             if v:
                 if turn is None:
                     turn = self.turn = {"start": ts, "voiced_end": te, "speech": 0.0, "parts": 0,
-                                        "heard_from": max(0.0, ts - self.pad), "reported_from": ts}
+                                        "heard_from": max(0.0, ts - self.pad), "reported_from": ts,
+                                        "first_heard": max(0.0, ts - self.pad)}
                 turn["voiced_end"] = te
                 turn["speech"] += self.fs
                 # A long turn: a window's worth is heard, so that window is final.
@@ -177,7 +179,7 @@ class Segmenter:
         out = self._before_turn(turn)
         heard_to = min(turn["voiced_end"] + self.pad, final_time)
         if turn["parts"]:
-            heard_from = max(0.0, min(turn["heard_from"], heard_to - self.window))
+            heard_from = max(turn["first_heard"], min(turn["heard_from"], heard_to - self.window))
             note = f"last window of a turn longer than the {self.window:g} s window"
         else:
             heard_from, note = turn["heard_from"], ""
@@ -264,11 +266,18 @@ class TimelineCore:
         if end is None:
             end = self._pushed / self.rate if self.audio else max(self._video_time + self.spacing, 0.0)
         self._video_done = True
+        self._embed()
+        if self._vad_stream is not None:
+            self._spans.extend(self.segmenter.push(self._vad_stream.flush()))
         self._spans.extend(self.segmenter.finish(end))
         return self._resolve()
 
     # -- work -----------------------------------------------------------------------------
     def _embed(self) -> None:
+        """Encode the frames waiting. They are encoded in fixed groups (the 1st to 4th frame
+        kept, the 5th to 8th, ...; a last group at the end), never as a span happens to need them:
+        an int8 encoder quantises each batch with its own scale, so a frame's embedding depends on
+        the frames it is encoded with, and the groups must not depend on how input arrives."""
         if not self._raw:
             return
         t0 = time.perf_counter()
@@ -284,14 +293,16 @@ class TimelineCore:
         self.timings["video"] += time.perf_counter() - t0
 
     def _ready(self, span: Span) -> bool:
-        if not self.video:
+        """Every frame the span may use is in and encoded (frames up to a spacing past its end,
+        for a span too short to hold one)."""
+        if not self.video or self._video_done:
             return True
-        return self._video_done or self._video_time >= span.heard_end
+        until = span.heard_end + self.spacing
+        return self._video_time >= until and not (self._raw and self._raw[0][0] < until)
 
     def _resolve(self) -> list[Segment]:
         out = []
         while self._spans and self._ready(self._spans[0]):
-            self._embed()
             segment = self._predict(self._spans.popleft())
             if segment is not None:
                 out.append(segment)
@@ -302,21 +313,24 @@ class TimelineCore:
         return out
 
     def _trim(self) -> None:
-        keep = self.segmenter.needed_from()
-        if self._spans:
-            keep = min(keep, min(s.heard_start for s in self._spans))
-        first = int(keep * self.rate)
+        audio, frames = self.segmenter.needed_from()
+        for s in self._spans:
+            frames = min(frames, s.heard_start)
+            if s.kind == "speech":
+                audio = min(audio, s.heard_start)
+        first = int(audio * self.rate) - 1
         if first > self._audio_from:
             self._audio = self._audio[first - self._audio_from:]
             self._audio_from = first
-        while self._frames and self._frames[0][0] < keep - self.spacing:
+        while self._frames and self._frames[0][0] < frames - self.spacing:
             self._frames.popleft()
 
     def _clip_frames(self, start: float, end: float) -> np.ndarray | None:
         chosen = [e for t, e in self._frames if start - 1e-6 <= t < end]
         if not chosen:  # a span shorter than the frame spacing: the frame nearest its middle
             middle = (start + end) / 2
-            near = min(self._frames, key=lambda x: abs(x[0] - middle), default=None)
+            near = min((x for x in self._frames if x[0] < end + self.spacing), key=lambda x: abs(x[0] - middle),
+                       default=None)
             if near is None or abs(near[0] - middle) > self.spacing:
                 return None
             chosen = [near[1]]
@@ -415,7 +429,9 @@ def from_file(predictor, path, use_audio: bool = True, use_video: bool = True, p
         if progress is not None and decoder.seconds - last >= 1.0:
             last = decoder.seconds
             progress(last, info.duration)
-    end = max(core._pushed / core.rate, decoder.seconds + core.spacing if video else 0.0)
+    frame_time = 1 / info.fps if info.fps > 0 else core.spacing  # the last frame lasts one frame
+    last_frame = decoder.last_frame_time
+    end = max(core._pushed / core.rate, last_frame + frame_time if video and last_frame is not None else 0.0)
     out += core.finish(end)
     if progress is not None:
         progress(end, info.duration)
