@@ -4,17 +4,20 @@
     python -m benchmarks.timeline throughput --bundle build/foal-demo --minutes 10 \
         --out benchmarks/results/timeline-throughput
 
-choices: synthetic conversations with known turns (training.synthetic's speech, 0.8-4 s of
-silence or room noise between turns, pauses inside turns as the voice makes them) segmented with
-each merge gap; the turn-boundary F1 (a boundary within 0.3 s of a true one) and the mean error
-of the boundaries found. For the video hop: the error of the first video segment whose label
-follows a change of face in a stretch without speech.
+choices: the merge gap on conversations with known turns (espeak-ng sentences from
+tests/data/speech, 0.8-4 s of quiet or room noise between turns, pauses inside turns as the voice
+makes them), each detector's decisions segmented with each gap: the turn-boundary F1 (a boundary
+within 0.3 s of a true one) and the mean error of the boundaries found. The split overlap and the
+video hop on training.synthetic's voice and faces (what the demo bundle knows): how often a
+segment's label is the emotion of its turn (of the face, where nobody speaks), and the audio
+heard.
 
 throughput: MP4 files at 720p and 1080p of --minutes each: a 2-minute synthetic conversation
 (espeak-ng speech, faces scaled up from 320x240) encoded once as H.264 (libx264 ultrafast) at
-25 fps with AAC audio, then looped to length by stream copy (`ffmpeg -stream_loop`); for each, in one run and alternating: the decode-only time (`ffmpeg -i FILE
--f null -` when ffmpeg is installed, and PyAV decoding every packet), and `python -m foal_edge
-timeline` in a subprocess (wall time and its peak RSS). Writes NAME.json and NAME.md.
+25 fps with AAC audio, then looped to length by stream copy (`ffmpeg -stream_loop`); the 1080p clip is the 720p one
+scaled by ffmpeg. For each file, one after the other: the decode-only run `ffmpeg -i FILE -f null
+-` and `python -m foal_edge timeline BUNDLE FILE`, each in a subprocess: wall time, CPU time (all
+its threads) and peak RSS. Needs ffmpeg. Writes NAME.json and NAME.md.
 """
 
 from __future__ import annotations
@@ -240,20 +243,44 @@ def choices(args) -> dict:
                 scores.append(boundary_scores(found, truth))
             rows.append({"vad": kind, "merge_gap": gap, **{k: float(np.nanmean([s[k] for s in scores]))
                                                             for k in scores[0]}})
-    # The split overlap: agreement of a long turn's windows with the label of the whole turn.
+    # The split overlap and the video hop, on the voice and faces the demo bundle was trained on
+    # (training.synthetic's, which Silero does not take for speech: WebRTC finds the turns, and
+    # the gaps are quiet): how often a window's label is its turn's emotion, and what it costs.
+    def code_at(faces, t):
+        code = "neu"
+        for start, c in faces:
+            if start <= t:
+                code = c
+        return code
+
+    label_of = {"neu": "neutral", "hap": "happy", "ang": "angry", "sad": "sad"}
+    synthetic = [conversation(args.seconds, 100 + seed, speech="synthetic", noise_gaps=False)
+                 for seed in range(args.recordings)]
     overlaps = []
     for overlap in args.overlaps:
-        agree = total = 0
-        cost = 0.0
-        for audio, frames, truth, _ in recordings:
-            segments = p.timeline(audio=audio, sample_rate=RATE, vad="silero", overlap=overlap)
+        hits = total = 0
+        heard = 0.0
+        for audio, frames, truth, faces in synthetic:
+            segments = p.timeline(audio=audio, sample_rate=RATE, frames=frames, fps=5.0, vad="webrtc", overlap=overlap)
             for s in segments:
-                if "window" in " ".join(s.notes):
-                    # the truth label of the turn it is part of
+                if s.kind == "speech":
                     total += 1
-            cost += sum(min(s.end - s.start + overlap, p.manifest.audio_seconds) for s in segments)
-        overlaps.append({"overlap": overlap, "windows": total, "audio_seconds_heard": cost})
-    return {"merge_gap": rows, "overlap": overlaps}
+                    hits += s.label == label_of[code_at(faces, (s.start + s.end) / 2)]
+                    heard += min(s.end - s.start + (overlap if "window" in " ".join(s.notes) else 0.0),
+                                 p.manifest.audio_seconds)
+        overlaps.append({"overlap": overlap, "speech_segments": total, "accuracy": hits / max(total, 1),
+                         "audio_seconds_heard": heard})
+    hops = []
+    for hop in args.hops:
+        hits = total = 0
+        for audio, frames, truth, faces in synthetic:
+            segments = p.timeline(audio=audio, sample_rate=RATE, frames=frames, fps=5.0, vad="webrtc", hop=hop)
+            for s in segments:
+                if s.kind == "video":
+                    total += 1
+                    hits += s.label == label_of[code_at(faces, (s.start + s.end) / 2)]
+        hops.append({"hop": hop, "video_segments": total, "accuracy": hits / max(total, 1)})
+    return {"merge_gap": rows, "overlap": overlaps, "hop": hops}
 
 
 def main(argv=None) -> dict:
@@ -265,6 +292,7 @@ def main(argv=None) -> dict:
     c.add_argument("--recordings", type=int, default=4)
     c.add_argument("--merge-gaps", type=float, nargs="+", default=[0.3, 0.4, 0.5, 0.7, 1.0, 1.5])
     c.add_argument("--overlaps", type=float, nargs="+", default=[0.0, 0.5, 1.0])
+    c.add_argument("--hops", type=float, nargs="+", default=[1.0, 1.5, 3.0])
     c.add_argument("--out", type=Path, default=Path("benchmarks/results/timeline-choices"))
     t = sub.add_parser("throughput")
     t.add_argument("--bundle", default="build/foal-demo")
@@ -284,31 +312,63 @@ def choices_main(args) -> dict:
            **choices(args)}
 
     def md(r):
-        lines = ["# Timeline choices: the merge gap", "", f"Command: `{r['command']}`", "",
+        lines = ["# Timeline choices: merge gap, split overlap, video hop", "", f"Command: `{r['command']}`  ",
+                 f"Load average while it ran: {r['load_average'][0]:.1f} (2 cores shared with other work).", "",
+                 "Merge gap (espeak-ng turns, room noise in every other gap): boundary F1 with 0.3 s tolerance.", "",
                  "| VAD | merge gap s | boundary F1 (0.3 s) | precision | recall | mean error s |",
                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
         for row in r["merge_gap"]:
             lines.append(f"| {row['vad']} | {row['merge_gap']:g} | {row['f1']:.3f} | {row['precision']:.3f} | "
                          f"{row['recall']:.3f} | {row['mean_error_s']:.3f} |")
-        lines += ["", "| split overlap s | windows of long turns | audio seconds heard |", "| ---: | ---: | ---: |"]
+        lines += ["", "Split overlap (synthetic voice and faces, WebRTC VAD): a speech segment is right when its label "
+                  "is its turn's emotion.", "", "| split overlap s | speech segments | accuracy | audio seconds heard |",
+                  "| ---: | ---: | ---: | ---: |"]
         for row in r["overlap"]:
-            lines.append(f"| {row['overlap']:g} | {row['windows']} | {row['audio_seconds_heard']:.0f} |")
+            lines.append(f"| {row['overlap']:g} | {row['speech_segments']} | {row['accuracy']:.3f} | "
+                         f"{row['audio_seconds_heard']:.0f} |")
+        lines += ["", "Video hop (the same recordings): a segment without speech is right when its label is the "
+                  "face's expression at its middle.", "", "| hop s | video segments | accuracy |", "| ---: | ---: | ---: |"]
+        for row in r["hop"]:
+            lines.append(f"| {row['hop']:g} | {row['video_segments']} | {row['accuracy']:.3f} |")
         return "\n".join(lines) + "\n"
 
     return report.write(args.out, res, md)
 
 
-def run_measured(cmd: list[str], env=None) -> tuple[float, float]:
-    """Run `cmd`; (wall seconds, its own peak RSS in MB, from wait4's rusage of that child)."""
+def run_measured(cmd: list[str], env=None, cpu: bool = False):
+    """Run `cmd`: (wall seconds, its peak RSS in MB[, its CPU seconds]). The RSS is sampled every
+    20 ms with psutil (wait4's maximum would count the pages the child shared with this process
+    between fork and exec); the CPU time (user + system, all its threads) comes from wait4."""
+    import threading
+
+    import psutil
+
     t0 = time.perf_counter()
     child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    peak = [0]
+    done = threading.Event()
+
+    def sample():
+        try:
+            proc = psutil.Process(child.pid)
+            time.sleep(0.05)  # past exec
+            while not done.is_set():
+                peak[0] = max(peak[0], proc.memory_info().rss)
+                time.sleep(0.02)
+        except psutil.Error:
+            pass
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
     stderr = child.stderr.read()
     _, status, usage = os.wait4(child.pid, 0)
+    done.set()
     wall = time.perf_counter() - t0
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed: {stderr[-2000:].decode(errors='replace')}")
-    return wall, usage.ru_maxrss / 1024
+    result = (wall, peak[0] / 2**20)
+    return (*result, usage.ru_utime + usage.ru_stime) if cpu else result
 
 
 def throughput_main(args) -> dict:
@@ -326,27 +386,27 @@ def throughput_main(args) -> dict:
         if not path.exists():
             t0 = time.perf_counter()
             clip = args.files / f"talk-{h}p-clip.mp4"
-            if not clip.exists():
+            first = args.files / f"talk-{args.sizes[0].split('x')[1]}p-clip.mp4"
+            if not clip.exists() and first.exists() and shutil.which("ffmpeg"):  # scale the first clip: faster
+                subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(first), "-vf", f"scale={w}:{h}", "-c:v",
+                                "libx264", "-preset", "ultrafast", "-crf", "28", "-c:a", "copy", str(clip)], check=True)
+            elif not clip.exists():
                 write_mp4(clip, audio, frames, args.fps, size=(w, h))
             loops = int(np.ceil(seconds / clip_seconds)) - 1  # the clip looped by stream copy: no re-encoding
             subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", str(loops), "-i", str(clip), "-c", "copy",
                             "-t", str(seconds), str(path)], check=True)
             print(f"wrote {path} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-        pyav = [sys.executable, "-c", "import av,sys\nwith av.open(sys.argv[1]) as c:\n"
-                " c.streams.video[0].thread_type='AUTO'\n for p in c.demux():\n  for f in p.decode(): pass", str(path)]
         timeline = [sys.executable, "-m", "foal_edge", "timeline", args.bundle, str(path), "--out",
                     str(args.files / f"{path.stem}.jsonl"), "--no-progress", "--backend", "onnxruntime-cpu"]
-        runs = {"pyav_decode": pyav, "timeline": timeline}
-        if shutil.which("ffmpeg"):
-            runs["ffmpeg_decode"] = ["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"]
+        runs = {"ffmpeg_decode": ["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"], "timeline": timeline}
         row = {"file": path.name, "size": size, "fps": args.fps, "seconds": seconds,
                "bytes": path.stat().st_size, "load_before": os.getloadavg()[0]}
         for name, cmd in runs.items():
-            wall, peak = run_measured(cmd, env)
-            row[f"{name}_s"], row[f"{name}_peak_rss_mb"] = wall, peak
+            wall, peak, cpu = run_measured(cmd, env, cpu=True)
+            row[f"{name}_s"], row[f"{name}_peak_rss_mb"], row[f"{name}_cpu_s"] = wall, peak, cpu
         row["load_after"] = os.getloadavg()[0]
-        decode = row.get("ffmpeg_decode_s", row["pyav_decode_s"])
-        row["timeline_over_decode"] = row["timeline_s"] / decode
+        row["timeline_over_decode"] = row["timeline_s"] / row["ffmpeg_decode_s"]
+        row["timeline_over_decode_cpu"] = row["timeline_cpu_s"] / row["ffmpeg_decode_cpu_s"]
         row["timeline_x_real_time"] = seconds / row["timeline_s"]
         segments = [json.loads(x) for x in (args.files / f"{path.stem}.jsonl").read_text().splitlines()]
         row["segments"] = len(segments)
@@ -360,14 +420,16 @@ def throughput_main(args) -> dict:
         lines = ["# Timeline throughput against decoding", "", f"Command: `{r['command']}`  ",
                  f"Files: {r['file']}. {r['cores']} cores shared with other work (load average before/after each "
                  "file in the table).", "",
-                 "| file | length | ffmpeg decode s | PyAV decode s | timeline s | timeline / decode | x real time | "
-                 "peak RSS MB | segments | load |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+                 "| file | length | decode (ffmpeg) wall s / CPU s | timeline wall s / CPU s | timeline / decode: "
+                 "wall, CPU | x real time | peak RSS MB: ffmpeg, timeline | segments | load before / after |",
+                 "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
         for x in r["rows"]:
             lines.append(f"| {x['size']} {x['fps']:g} fps | {x['seconds'] / 60:g} min | "
-                         f"{x.get('ffmpeg_decode_s', float('nan')):.1f} | {x['pyav_decode_s']:.1f} | "
-                         f"{x['timeline_s']:.1f} | {x['timeline_over_decode']:.2f} | {x['timeline_x_real_time']:.0f} | "
-                         f"{x['timeline_peak_rss_mb']:.0f} | {x['segments']} | {x['load_before']:.1f} / "
-                         f"{x['load_after']:.1f} |")
+                         f"{x['ffmpeg_decode_s']:.1f} / {x['ffmpeg_decode_cpu_s']:.1f} | "
+                         f"{x['timeline_s']:.1f} / {x['timeline_cpu_s']:.1f} | {x['timeline_over_decode']:.2f}, "
+                         f"{x['timeline_over_decode_cpu']:.2f} | {x['timeline_x_real_time']:.1f} | "
+                         f"{x['ffmpeg_decode_peak_rss_mb']:.0f}, {x['timeline_peak_rss_mb']:.0f} | {x['segments']} | "
+                         f"{x['load_before']:.1f} / {x['load_after']:.1f} |")
         return "\n".join(lines) + "\n"
 
     return report.write(args.out, res, md)

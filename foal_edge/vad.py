@@ -8,19 +8,22 @@ Two detectors, one interface (`VoiceActivity(rate, kind)`):
   samples as context and carries a [2, 1, 128] state; a chunk is speech when its probability
   is at least 0.5 (Silero's threshold). Silero's own segmenter keeps speech on until the
   probability falls below 0.35; here the dips are bridged by the widening below (and a
-  timeline's merge gap) instead, which ends turns 0.02 s closer to the truth on average and 0.13 s
-  closer at worst (benchmarks/timeline.py choices).
+  timeline's merge gap) instead: on four 2-minute test conversations (benchmarks.timeline's
+  `conversation`) turn ends then lag the truth by 0.12 s on average and 0.34 s at worst, against
+  0.14 s and 0.47 s with the 0.35 release.
 - "webrtc": Google's WebRTC detector (`webrtcvad-wheels`, a C extension, no model file), in its
   most aggressive mode on 30 ms frames of 16-bit PCM.
 
-Which is the default where (benchmarks/results/vad-compare.md has the numbers): on espeak-ng
-speech in room noise Silero's frame-level F1 is far higher (WebRTC calls most of the noise
-speech), so a recording's timeline (`DEFAULT`, foal_edge/timeline.py), where one state runs
-through the whole file at about half a percent of a core, uses Silero. A single prediction
-window (`VoiceActivity(rate)`, what Predictor(vad=...) runs) keeps WebRTC: judged with a fresh
-state, Silero costs about 100x more per 3 s window (tens of milliseconds, more than the demo
-bundle's audio encoder), and it does not take the synthetic voice of the demo bundle (a buzz of
-harmonics, not speech) for speech.
+Which is the default where (benchmarks/results/vad-compare.md: espeak-ng speech in noise, 2-core
+EPYC): in room noise Silero's frame-level F1 is 0.94-0.97 from 20 to 0 dB SNR, WebRTC's
+0.94-0.78 (it calls the noise speech: precision 0.63 at 5 dB); in babble, which is speech, both
+call nearly everything speech below 20 dB (F1 0.78 each; 0.93 against 0.89 at 20 dB). Silero
+costs 7.4 ms of CPU per second of audio, WebRTC 0.15 ms (48x). A recording's timeline
+(`DEFAULT`, foal_edge/timeline.py), where one state runs through the whole file at under 1% of a
+core, uses Silero. A single prediction window (`VoiceActivity(rate)`, what Predictor(vad=...)
+runs) keeps WebRTC: judged with a fresh state, Silero costs about 22 ms per 3 s window, several
+times the demo bundle's audio encoder, and it does not take the synthetic voice of the demo
+bundle (a buzz of harmonics, not speech) for speech.
 
 `speech(window)` judges one prediction window with a fresh state (the noise estimate adapts within
 a window, never across predictions): speech frames are widened by 150 ms on each side so that word
