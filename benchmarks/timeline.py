@@ -321,13 +321,15 @@ def choices_main(args) -> dict:
             lines.append(f"| {row['vad']} | {row['merge_gap']:g} | {row['f1']:.3f} | {row['precision']:.3f} | "
                          f"{row['recall']:.3f} | {row['mean_error_s']:.3f} |")
         lines += ["", "Split overlap (synthetic voice and faces, WebRTC VAD): a speech segment is right when its label "
-                  "is its turn's emotion.", "", "| split overlap s | speech segments | accuracy | audio seconds heard |",
+                  "is its turn's emotion.", "",
+                  "| split overlap s | speech segments | accuracy | audio seconds heard |",
                   "| ---: | ---: | ---: | ---: |"]
         for row in r["overlap"]:
             lines.append(f"| {row['overlap']:g} | {row['speech_segments']} | {row['accuracy']:.3f} | "
                          f"{row['audio_seconds_heard']:.0f} |")
         lines += ["", "Video hop (the same recordings): a segment without speech is right when its label is the "
-                  "face's expression at its middle.", "", "| hop s | video segments | accuracy |", "| ---: | ---: | ---: |"]
+                  "face's expression at its middle.", "", "| hop s | video segments | accuracy |",
+                  "| ---: | ---: | ---: |"]
         for row in r["hop"]:
             lines.append(f"| {row['hop']:g} | {row['video_segments']} | {row['accuracy']:.3f} |")
         return "\n".join(lines) + "\n"

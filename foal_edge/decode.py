@@ -99,8 +99,8 @@ class Decoder:
             v = container.streams.video[0] if self.video and self.spacing is not None and container.streams.video \
                 else None
             if a is None and v is None:
-                raise MediaError(f"{self.path}: no {'audio or video' if self.audio and self.video else ('audio' if self.audio else 'video')} "
-                                 "stream to read")
+                wanted = "audio or video" if self.audio and self.video else ("audio" if self.audio else "video")
+                raise MediaError(f"{self.path}: no {wanted} stream to read")
             if a is not None:
                 streams.append(a)
                 resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)

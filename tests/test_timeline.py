@@ -198,3 +198,30 @@ def test_memory_is_flat_from_one_to_ten_minutes(tiny_bundle, recording, tmp_path
         rows = (tmp_path / f"{minutes}.jsonl").read_text().splitlines()
         assert json.loads(rows[-1])["end"] > minutes * 60 - 3
     assert peaks[10] <= 1.1 * peaks[1] + 20, peaks
+
+
+@pytest.mark.skipif(not __import__("shutil").which("ffmpeg"), reason="ffmpeg makes the rotated file")
+def test_a_turned_phone_video_is_read_upright_as_ffmpeg_shows_it(tmp_path):
+    import av
+
+    from foal_edge.decode import Decoder
+
+    frame = np.zeros((32, 64, 3), np.uint8)
+    frame[:8, :8] = (255, 0, 0)  # a red corner, top left as recorded
+    with av.open(str(tmp_path / "flat.mp4"), "w") as out:
+        s = out.add_stream("mpeg4", rate=5)
+        s.width, s.height, s.pix_fmt = 64, 32, "yuv420p"
+        for _ in range(3):
+            out.mux(s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(s.encode())
+    turned = tmp_path / "turned.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(tmp_path / "flat.mp4"), "-c", "copy",
+                    "-metadata:s:v", "rotate=90", str(turned)], check=True)
+    shown = subprocess.run(["ffmpeg", "-v", "error", "-i", str(turned), "-frames:v", "1", "-pix_fmt", "rgb24", "-f",
+                            "rawvideo", "-"], check=True, capture_output=True).stdout  # ffmpeg turns it upright
+    got = []
+    Decoder(turned, 16000, 10.0, audio=False).run(lambda kind, t, x: got.append(x))
+    assert got[0].shape == (64, 32, 3)
+    expected = np.frombuffer(shown, np.uint8).reshape(64, 32, 3)
+    red = lambda x: np.argwhere((x[..., 0] > 150) & (x[..., 1] < 100)).mean(0)  # noqa: E731
+    assert red(got[0]) == pytest.approx(red(expected), abs=1.0)
