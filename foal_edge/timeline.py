@@ -368,11 +368,22 @@ class TimelineCore:
                        tuple(notes), span.kind)
 
 
+OPTIONS = ("vad", "merge_gap", "overlap", "hop")
+
+
+def _check_options(options: dict) -> None:
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise InvalidInputError(f"unknown timeline option(s) {unknown}: the options are {', '.join(OPTIONS)} (and "
+                                "use_audio, use_video, progress for a file)")
+
+
 def from_arrays(predictor, audio=None, sample_rate=None, frames=None, fps=None, timestamps=None, **options):
     """The timeline of audio and frames a caller decoded: audio (mono, any rate) and frames
     (uint8 RGB [N, H, W, 3], at `fps` or with `timestamps` in seconds on the audio clock)."""
     from .validate import check_audio, check_frames
 
+    _check_options(options)
     if audio is None and frames is None:
         raise InvalidInputError("give audio, frames or both; both are missing")
     wave = None
@@ -417,6 +428,7 @@ def from_file(predictor, path, use_audio: bool = True, use_video: bool = True, p
     from .decode import Decoder, probe
     from .validate import check_path
 
+    _check_options(options)
     path = check_path("path", path)
     info = probe(path)
     audio = use_audio and info.has_audio

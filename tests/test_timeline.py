@@ -154,6 +154,8 @@ def test_bad_options_get_a_clear_error(tiny_bundle, predictor, video_file, tmp_p
         predictor.timeline(video_file, vad="loud")
     with pytest.raises(InvalidInputError, match="overlap must be"):
         predictor.timeline(video_file, overlap=predictor.manifest.audio_seconds)
+    with pytest.raises(InvalidInputError, match="unknown timeline option"):
+        predictor.timeline(video_file, merge=1.0)
     with pytest.raises(InvalidInputError, match="fps"):
         predictor.timeline(frames=np.zeros((3, 32, 32, 3), np.uint8))
     assert cli(["timeline", str(tiny_bundle[1]), str(video_file), "--out", str(tmp_path / "x.txt")]) == 2
