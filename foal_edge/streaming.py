@@ -30,7 +30,7 @@ from .validate import MAX_SECONDS, check_finite, check_positive
 
 class StreamingPredictor:
     def __init__(self, predictor: Predictor, window: float | None = None, hop: float = 1.0, callback=None,
-                 audio: bool = True, video: bool = True):
+                 audio: bool = True, video: bool = True, emit: str = "hop", vad="auto"):
         if not isinstance(predictor, Predictor):
             raise InvalidInputError(f"StreamingPredictor wraps a foal_edge.Predictor, not {type(predictor).__name__}")
         if callback is not None and not callable(callback):
@@ -59,6 +59,11 @@ class StreamingPredictor:
         # One frame kept per this many seconds: frames-per-clip of them span a window.
         self.frame_spacing = self.window / predictor.frames_per_clip
         self.callback = callback
+        if emit not in ("hop", "turns"):
+            raise InvalidInputError(f"emit must be 'hop' (a prediction every hop) or 'turns' (a segment per speech "
+                                    f"turn, as the file timeline), not {emit!r}")
+        self.emit = emit
+        self._vad = vad
         self._lock = threading.Lock()
         self.reset()
 
@@ -77,6 +82,11 @@ class StreamingPredictor:
             self._latest: Prediction | None = None
             self._encode_ms = 0.0  # frames encoded since the last prediction
             self.frames_seen = self.frames_encoded = 0
+            self._turns = None
+            if self.emit == "turns":
+                from .timeline import TimelineCore
+
+                self._turns = TimelineCore(self.predictor, audio=self.audio, video=self.video, vad=self._vad)
 
     @property
     def _clock(self) -> float:
@@ -103,16 +113,21 @@ class StreamingPredictor:
             elif src != self._src_rate:
                 raise InvalidInputError(f"sample_rate changed from {self._src_rate} to {src} Hz in mid-stream; push "
                                         "one rate per stream, or call reset() to start a new one")
-            window_src = int(np.ceil(self.window_samples * src / self.rate))
-            hop_src = max(1, int(round(self.hop_samples * src / self.rate)))
-            self._audio = np.concatenate([self._audio, chunk])[-window_src:]
-            self._pushed += len(chunk)
-            self._since_hop += len(chunk)
-            enough = len(self._audio) * self.rate >= self.predictor.min_samples * src
-            if self._since_hop >= hop_src and enough:
-                self._since_hop %= hop_src
-                result = self._fuse_window()
-        return self._deliver(result)
+            if self._turns is not None:
+                self._pushed += len(chunk)
+                wave = chunk if src == self.rate else preprocess.resample(chunk, src, self.rate)
+                segments = self._turns.push_audio(wave)
+            else:
+                window_src = int(np.ceil(self.window_samples * src / self.rate))
+                hop_src = max(1, int(round(self.hop_samples * src / self.rate)))
+                self._audio = np.concatenate([self._audio, chunk])[-window_src:]
+                self._pushed += len(chunk)
+                self._since_hop += len(chunk)
+                enough = len(self._audio) * self.rate >= self.predictor.min_samples * src
+                if self._since_hop >= hop_src and enough:
+                    self._since_hop %= hop_src
+                    result = self._fuse_window()
+        return self._deliver_segments(segments) if self._turns is not None else self._deliver(result)
 
     def push_frame(self, frame, timestamp: float) -> Prediction | None:
         """Offer one RGB uint8 frame [H, W, 3]. `timestamp`: seconds on the audio clock (0 = the
@@ -139,21 +154,27 @@ class StreamingPredictor:
                                         f"ahead of the audio ({self._clock:g} s pushed); give timestamps in seconds "
                                         "on the audio clock (0 = the first audio sample) and push audio as it arrives")
             self.frames_seen += 1
-            due = timestamp >= self._last_kept + self.frame_spacing * (1 - 1e-6)
-            if due:
-                t0 = time.perf_counter()
-                selected, _ = self.predictor.pipeline.select_frames(frame)  # validates: one frame in, one out
-                embedding = self.predictor.pipeline.embed_frames(selected)[0][0]
-                self._encode_ms += 1e3 * (time.perf_counter() - t0)
-                self._frames.append((timestamp, embedding))
-                self._last_kept = timestamp
-                self.frames_encoded += 1
-            self._last_timestamp = timestamp
-            if not self.audio and timestamp >= self._next_video_hop:
-                self._next_video_hop = (np.floor(timestamp / self.hop) + 1) * self.hop
-                result = self._fuse_window()
-            self._drop_old(self._clock)
-        return self._deliver(result)
+            if self._turns is not None:
+                from .validate import check_frames
+
+                self._last_timestamp = timestamp
+                segments = self._turns.push_frame(timestamp, check_frames(frame, None)[0])
+            else:
+                due = timestamp >= self._last_kept + self.frame_spacing * (1 - 1e-6)
+                if due:
+                    t0 = time.perf_counter()
+                    selected, _ = self.predictor.pipeline.select_frames(frame)  # validates: one frame in, one out
+                    embedding = self.predictor.pipeline.embed_frames(selected)[0][0]
+                    self._encode_ms += 1e3 * (time.perf_counter() - t0)
+                    self._frames.append((timestamp, embedding))
+                    self._last_kept = timestamp
+                    self.frames_encoded += 1
+                self._last_timestamp = timestamp
+                if not self.audio and timestamp >= self._next_video_hop:
+                    self._next_video_hop = (np.floor(timestamp / self.hop) + 1) * self.hop
+                    result = self._fuse_window()
+                self._drop_old(self._clock)
+        return self._deliver_segments(segments) if self._turns is not None else self._deliver(result)
 
     def _deliver(self, result: Prediction | None) -> Prediction | None:
         if result is not None and self.callback is not None:
@@ -163,6 +184,27 @@ class StreamingPredictor:
                 raise CallbackError(f"the callback raised {type(exc).__name__}: {exc}. The chunk was consumed and "
                                     "its prediction is latest(); do not push the chunk again") from exc
         return result
+
+    def finish(self) -> list:
+        """emit="turns": the stream ended; the turn in progress and the stretch after it are
+        answered now. -> list of Segments."""
+        if self._turns is None:
+            raise InvalidInputError("finish() ends a stream of turns (emit='turns'); a hop stream needs no finishing")
+        with self._lock:
+            segments = self._turns.finish()
+        return self._deliver_segments(segments)
+
+    def _deliver_segments(self, segments: list) -> list:
+        if segments:
+            self._latest = segments[-1]
+        for segment in segments:
+            if self.callback is not None:
+                try:
+                    self.callback(segment)
+                except Exception as exc:
+                    raise CallbackError(f"the callback raised {type(exc).__name__}: {exc}. The input was consumed "
+                                        "and its segments made; do not push it again") from exc
+        return segments
 
     def _drop_old(self, now: float) -> None:
         while self._frames and self._frames[0][0] < now - self.window:

@@ -1,0 +1,205 @@
+"""One streaming pass over a media file: audio at the bundle's rate and the frames a timeline
+needs, in file order, with bounded memory.
+
+PyAV demultiplexes the file once and decodes both streams as their packets come (video with
+FFmpeg's own frame and slice threads). Audio is converted to float32 mono at the bundle's rate by
+FFmpeg's resampler and handed on in chunks of about half a second. Every video frame is decoded
+(a codec needs its reference frames) but only the frames on the timeline's grid (one per
+`spacing` seconds, chosen by presentation timestamp, `FrameGrid`) are converted to RGB, rotated
+upright when the file says the camera was turned, and handed on. Nothing holds the whole file:
+the pass keeps one chunk of audio and one frame at a time.
+
+`Decoder.run(sink)` calls `sink(kind, time, data)` for each item ("audio", start seconds, float32
+[n]) or ("frame", timestamp, uint8 [H, W, 3]); `iterate()` yields the same items from a thread
+through a bounded queue, so decoding and the caller's inference overlap.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BackendUnavailableError, MediaError
+
+AUDIO_CHUNK_SECONDS = 0.5
+QUEUE_ITEMS = 32  # items in flight between the decoding thread and the caller: a second or so
+
+
+class FrameGrid:
+    """Frames kept by timestamp: one when at least `spacing` seconds have passed since the last
+    one kept (the first frame is always kept). The rule StreamingPredictor uses too."""
+
+    def __init__(self, spacing: float):
+        self.spacing = spacing
+        self.last = -np.inf
+
+    def due(self, timestamp: float) -> bool:
+        if timestamp >= self.last + self.spacing * (1 - 1e-6):
+            self.last = timestamp
+            return True
+        return False
+
+
+@dataclass
+class MediaInfo:
+    duration: float | None  # seconds, when the container says
+    has_audio: bool
+    has_video: bool
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+
+
+def _open(path: Path):
+    try:
+        import av
+    except ImportError as exc:
+        raise BackendUnavailableError("decoding files needs PyAV: pip install 'foal-edge[media]'") from exc
+    try:
+        return av.open(str(path))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise MediaError(f"{path}: cannot open it as audio or video ({exc}); check the file, or convert it with "
+                         "`ffmpeg -i FILE out.mp4`") from exc
+
+
+def probe(path) -> MediaInfo:
+    path = Path(path)
+    with _open(path) as c:
+        duration = c.duration / 1e6 if c.duration else None
+        video = c.streams.video[0] if c.streams.video else None
+        return MediaInfo(duration, bool(c.streams.audio), video is not None,
+                         video.codec_context.width if video else 0, video.codec_context.height if video else 0,
+                         float(video.average_rate or 0) if video else 0.0)
+
+
+class Decoder:
+    """A single pass over `path`: audio resampled to `rate` mono (when `audio`), and the frames on
+    a grid of `spacing` seconds (when `video` and spacing is not None)."""
+
+    def __init__(self, path, rate: int, spacing: float | None, audio: bool = True, video: bool = True):
+        self.path = Path(path)
+        self.rate = rate
+        self.spacing = spacing
+        self.audio, self.video = audio, video
+        self.frames_decoded = 0
+        self.frames_kept = 0
+        self.seconds = 0.0  # the furthest time reached
+        self.last_frame_time: float | None = None  # the timestamp of the last video frame decoded
+
+    def run(self, sink, stop: threading.Event | None = None) -> None:
+        import av
+
+        with _open(self.path) as container:
+            streams = []
+            a = container.streams.audio[0] if self.audio and container.streams.audio else None
+            v = container.streams.video[0] if self.video and self.spacing is not None and container.streams.video \
+                else None
+            if a is None and v is None:
+                wanted = "audio or video" if self.audio and self.video else ("audio" if self.audio else "video")
+                raise MediaError(f"{self.path}: no {wanted} stream to read")
+            if a is not None:
+                streams.append(a)
+                resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
+                pending: list[np.ndarray] = []
+                pending_n = 0
+                emitted = 0  # samples handed on: the audio clock, exact
+                chunk = int(AUDIO_CHUNK_SECONDS * self.rate)
+                first_pts: float | None = None
+            if v is not None:
+                streams.append(v)
+                v.thread_type = "AUTO"  # frame and slice threads
+                grid = FrameGrid(self.spacing)
+                start = float(v.start_time * v.time_base) if v.start_time is not None else 0.0
+            # Frame times are on the audio clock: both measured from the container's start.
+            origin = container.start_time / 1e6 if container.start_time is not None else 0.0
+
+            def flush_audio(final=False):
+                nonlocal pending, pending_n, emitted
+                while pending_n >= chunk or (final and pending_n):
+                    joined = np.concatenate(pending) if len(pending) > 1 else pending[0]
+                    take = joined[:chunk] if not final else joined
+                    sink("audio", emitted / self.rate, take)
+                    emitted += len(take)
+                    rest = joined[len(take):]
+                    pending, pending_n = ([rest] if len(rest) else []), len(rest)
+                self.seconds = max(self.seconds, emitted / self.rate)
+
+            try:
+                for packet in container.demux(*streams):
+                    if stop is not None and stop.is_set():
+                        return
+                    for frame in packet.decode():
+                        if packet.stream.type == "audio":
+                            if first_pts is None and frame.pts is not None:
+                                first_pts = float(frame.pts * frame.time_base) - origin
+                                if first_pts > 0:  # audio that starts late: silence up to it
+                                    pending.append(np.zeros(int(round(first_pts * self.rate)), np.float32))
+                                    pending_n += len(pending[-1])
+                            for out in resampler.resample(frame):
+                                x = out.to_ndarray().reshape(-1)
+                                pending.append(x)
+                                pending_n += len(x)
+                            flush_audio()
+                        else:
+                            self.frames_decoded += 1
+                            t = float(frame.pts * frame.time_base) - origin if frame.pts is not None else \
+                                (self.frames_decoded - 1) / float(v.average_rate or 25) + start - origin
+                            if grid.due(t):
+                                rgb = frame.to_ndarray(format="rgb24")
+                                rotation = getattr(frame, "rotation", 0) or 0
+                                if rotation % 360:
+                                    rgb = np.ascontiguousarray(np.rot90(rgb, k=int(rotation // 90) % 4))
+                                self.frames_kept += 1
+                                sink("frame", t, rgb)
+                            self.seconds = max(self.seconds, t)
+                            self.last_frame_time = t
+                if a is not None:
+                    for out in resampler.resample(None):
+                        x = out.to_ndarray().reshape(-1)
+                        pending.append(x)
+                        pending_n += len(x)
+                    flush_audio(final=True)
+            except av.error.FFmpegError as exc:
+                raise MediaError(f"{self.path}: decoding failed at {self.seconds:.1f} s ({exc}); the file may be "
+                                 "truncated: re-encode it with `ffmpeg -i FILE out.mp4`") from exc
+
+    def iterate(self):
+        """The items of `run`, decoded on a thread ahead of the caller (a bounded queue)."""
+        items: queue.Queue = queue.Queue(QUEUE_ITEMS)
+        stop = threading.Event()
+        done = object()
+        failure: list[BaseException] = []
+
+        def put(item):
+            while not stop.is_set():
+                try:
+                    items.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
+        def work():
+            try:
+                self.run(lambda kind, t, data: put((kind, t, data)), stop)
+            except BaseException as exc:  # handed to the caller's thread
+                failure.append(exc)
+            finally:
+                put(done)
+
+        thread = threading.Thread(target=work, name="foal-edge-decode", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = items.get()
+                if item is done:
+                    break
+                yield item
+            if failure:
+                raise failure[0]
+        finally:
+            stop.set()
+            thread.join(timeout=5)

