@@ -267,7 +267,7 @@ def _graph(v):
 def _variant(v):
     return _object(v, {"file": lambda x: _str(x, 255), "sha256": _sha256,
                        "precision": lambda x: _str(x, choices=("fp32", "fp16", "int8"))},
-                   {"about": lambda x: _str(x, 500)})
+                   {"about": lambda x: _str(x, 500), "external_data": lambda x: _entries(x, 256, _sha256)})
 
 
 def _graphs(v):
@@ -379,22 +379,18 @@ def load_manifest(bundle, verify: bool = True) -> Manifest:
             raise BundleError(f"{file}: sha256 does not match the manifest (corrupt, truncated or swapped copy); "
                               f"copy the bundle again or {rebuild}")
         if graph.format == "onnx":
-            root = file.parent
-            for location in onnx_external_data(file):
-                relative = (root / location).resolve()
-                if bundle.resolve() not in relative.parents:
-                    raise BundleError(f"{file}: external data {location!r} lies outside the bundle directory; "
-                                      "refusing to load it")
-                key = relative.relative_to(bundle.resolve()).as_posix()
-                if key not in graph.external_data:
-                    raise BundleError(f"{file}: external data {location!r} is not listed (with its sha256) in the "
-                                      f"manifest; {rebuild}")
+            _check_external(bundle, file, graph.external_data, rebuild)
         for backend, variant in graph.variants.items():
             if backend != "onnxruntime-cuda":
                 raise BundleError(f"{bundle / MANIFEST}: graphs.{name}.variants.{backend}: only onnxruntime-cuda "
                                   "variants exist")
-            bundle_file(bundle, variant["file"], f"graph {name!r}'s {backend} variant")
+            variant_file = bundle_file(bundle, variant["file"], f"graph {name!r}'s {backend} variant")
             expected[variant["file"]] = variant["sha256"]
+            # A variant is an ONNX file too: its weight side files are listed and hashed like the graph's.
+            for side, digest in variant.get("external_data", {}).items():
+                bundle_file(bundle, side, f"graph {name!r}'s {backend} variant's external data")
+                expected[side] = digest
+            _check_external(bundle, variant_file, variant.get("external_data", {}), rebuild)
         if verify:
             for relative, digest in expected.items():
                 if sha256_file(bundle_file(bundle, relative, f"graph {name!r}")) != digest:
@@ -407,6 +403,21 @@ def load_manifest(bundle, verify: bool = True) -> Manifest:
             if demo_file not in manifest.demo["sha256"]:
                 raise BundleError(f"{bundle / MANIFEST}: demo.sha256 has no hash for {demo_file}; {rebuild}")
     return manifest
+
+
+def _check_external(bundle: Path, file: Path, listed: dict, rebuild: str) -> None:
+    """Every external-data file an ONNX file names lies inside the bundle and is listed (with
+    its sha256) in `listed`."""
+    root = file.parent
+    for location in onnx_external_data(file):
+        relative = (root / location).resolve()
+        if bundle.resolve() not in relative.parents:
+            raise BundleError(f"{file}: external data {location!r} lies outside the bundle directory; "
+                              "refusing to load it")
+        key = relative.relative_to(bundle.resolve()).as_posix()
+        if key not in listed:
+            raise BundleError(f"{file}: external data {location!r} is not listed (with its sha256) in the "
+                              f"manifest; {rebuild}")
 
 
 def demo_file(bundle, manifest: Manifest, key: str) -> Path:
