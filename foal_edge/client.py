@@ -109,8 +109,13 @@ class Client:
                 if time.monotonic() > deadline:
                     expire()
                     raise OSError("deadline")
+            if expired.is_set():  # the socket was shut under a read that then saw a clean end
+                raise OSError("deadline")
             return response.status, response.getheader("Content-Type") or "", bytes(data)
         except ProtocolError:
+            if expired.is_set():
+                raise ServerTimeoutError(f"{self.url}: no complete answer within {self.timeout:g} s (Client "
+                                         "timeout)") from None
             raise
         except Exception as exc:  # sockets, TLS, http.client's own (IncompleteRead, LineTooLong, ...)
             if expired.is_set() or isinstance(exc, (socket.timeout, TimeoutError)):
@@ -138,7 +143,7 @@ class Client:
         return data
 
     def health(self) -> dict:
-        return wire.decode_object(self._json("/health"))
+        return wire.decode_health(self._json("/health"))
 
     def predict(self, audio=None, sample_rate=None, frames=None, fps=None) -> Prediction:
         """As `Predictor.predict`, on the server."""

@@ -81,9 +81,13 @@ def _json(body: bytes, what: str, error):
     """JSON from bytes, every failure as `error` (json raises ValueError for a number of more
     than 4300 digits, RecursionError for deep nesting, UnicodeDecodeError for bad UTF-8)."""
     try:
-        return json.loads(body)
+        return json.loads(body, parse_constant=_no_constant)
     except (ValueError, RecursionError, UnicodeDecodeError, TypeError) as exc:
         raise error(f"{what} is not JSON ({str(exc)[:200]})") from None
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _is_int(v) -> bool:
@@ -205,9 +209,11 @@ def decode_prediction(body: bytes) -> dict:
             "backend": raw["backend"], "notes": tuple(notes)}
 
 
-def decode_object(body: bytes) -> dict:
-    """A JSON object response (/health); ProtocolError for anything else."""
+def decode_health(body: bytes) -> dict:
+    """A /health response (a JSON object with "status": "ok" and the labels); ProtocolError
+    for anything else."""
     raw = _json(body, "the server's answer", ProtocolError)
-    if not isinstance(raw, dict):
-        raise ProtocolError("the server's answer is not a JSON object")
+    if not isinstance(raw, dict) or raw.get("status") != "ok" or not isinstance(raw.get("labels"), list) \
+            or not all(isinstance(label, str) for label in raw["labels"]):
+        raise ProtocolError("the server's answer is not a foal-edge /health answer")
     return raw
