@@ -168,7 +168,8 @@ print(p.predict(**demo_clip()).label, sorted({{str(r.cached) for r in p.runners.
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     label, *rest = out.stdout.split()
-    assert label == reference.label and "'written'" not in out.stdout and int(rest[-1]) >= 1
+    # the graphs over 4 kB could not be written (a small one may have been), each with a warning
+    assert label == reference.label and "'None'" in out.stdout and int(rest[-1]) >= 1
 
 
 # -- bundle variants: their ONNX external data is listed and hashed --------------------------
