@@ -11,6 +11,7 @@ clients and server share its cores. Writes NAME.json and NAME.md.
 from __future__ import annotations
 
 import argparse
+import secrets
 import socket
 import sys
 import time
@@ -63,6 +64,21 @@ def main(argv=None) -> dict:
         lat.append(time.perf_counter() - t)
     results["rows"].append({"setting": "one Predictor in a loop (in process)", "clients": 1,
                             **stats(lat, time.perf_counter() - start)})
+    # What the safety checks cost per request, in this process (one core, same load): the
+    # client's check and encoding, and the server's decoding and Predictor.check_clip on arrival.
+    from foal_edge import wire
+
+    body = wire.encode_clip(**clip)
+    checks = {}
+    for name, fn in (("client: check + encode", lambda: wire.encode_clip(**clip)),
+                     ("server: decode + check on arrival", lambda: local.check_clip(wire.decode_clip(body)))):
+        fn()
+        t = time.perf_counter()
+        for _ in range(args.requests):
+            fn()
+        checks[name] = 1e3 * (time.perf_counter() - t) / args.requests
+    results["checks_ms"] = checks
+    results["body_bytes"] = len(body)
     del local
 
     with socket.socket() as s:
@@ -70,9 +86,10 @@ def main(argv=None) -> dict:
         port = s.getsockname()[1]
     ray.init(include_dashboard=False, logging_level="ERROR")
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(str(args.bundle.resolve()), max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms),
-              name="foal-edge", route_prefix="/")
-    client = Client(f"http://127.0.0.1:{port}")
+    token = secrets.token_urlsafe(24)  # as deployed: every request carries the token and is checked
+    serve.run(build_app(str(args.bundle.resolve()), max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
+                        token=token), name="foal-edge", route_prefix="/")
+    client = Client(f"http://127.0.0.1:{port}", token=token)
     client.predict(**clip)
     try:
         for n in (int(c) for c in args.concurrency.split(",")):
@@ -111,6 +128,11 @@ def markdown(results: dict) -> str:
         batch = f"{r['mean_batch']:.1f}" if r.get("mean_batch") else "-"
         lines.append(f"| {r['setting']} | {r['clients']} | {r['requests']} | {r['throughput_per_s']:.1f} "
                      f"| {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {batch} |")
+    if results.get("checks_ms"):
+        lines += ["", f"What the checks cost per request (the same run, in process, {results['body_bytes']} byte body; "
+                  "the server also compares the token, constant time, microseconds):", "",
+                  "| check | ms per request |", "| --- | ---: |"]
+        lines += [f"| {name} | {ms:.2f} |" for name, ms in results["checks_ms"].items()]
     return "\n".join(lines) + "\n"
 
 

@@ -371,9 +371,6 @@ def test_ray_sockets_beyond_loopback_need_rays_token(server):
     http = [c for c in listening if c.laddr.port == server["port"]]
     assert http and all(c.laddr.ip in ("127.0.0.1", "::1") for c in http)
     exposed = [c for c in listening if c.laddr.ip not in ("127.0.0.1", "::1")]
-    for c in exposed:
-        if c.pid != server["proc"].pid:  # the driver set it for itself after it started: children inherit it
-            assert procs[c.pid].environ().get("RAY_AUTH_MODE") == "token", procs[c.pid].name()
     gcs = [c for c in exposed if procs[c.pid].name() == "gcs_server"]
     assert gcs
     probe = (f"import ray\ntry:\n    ray.init(address='127.0.0.1:{gcs[0].laddr.port}', logging_level='ERROR')\n"
@@ -381,7 +378,7 @@ def test_ray_sockets_beyond_loopback_need_rays_token(server):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(RAY_AUTH_MODE="disabled", HOME=str(Path(server["stdout"].name).parent))
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=env)
-    assert "refused" in out.stdout and "connected" not in out.stdout, out.stdout + out.stderr[-2000:]
+    assert "refused AuthenticationError" in out.stdout, out.stdout + out.stderr[-2000:]
 
 
 def test_off_loopback_the_server_refuses_to_start_without_a_token(tiny_bundle, monkeypatch, capsys):
@@ -405,6 +402,6 @@ def test_sigterm_stops_the_server_cleanly(server):
     server["stderr"].seek(0)
     server["stdout"].seek(0)
     err, out = server["stderr"].read(), server["stdout"].read()
-    assert "stopped" in out
+    assert "stopped" in out and "token authentication is off" not in err
     for sign in ("Stack trace", "Traceback", "*** SIG", "core dumped"):
         assert sign not in err, err[-3000:]
