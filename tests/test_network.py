@@ -391,6 +391,23 @@ def test_off_loopback_the_server_refuses_to_start_without_a_token(tiny_bundle, m
     assert "16" in capsys.readouterr().err
 
 
+def test_the_docs_client_example_runs_as_written(server, tmp_path, monkeypatch, capsys):
+    """docs/serving.md's kiosk program, against this server (its address and token)."""
+    import re
+
+    blocks = [b for b in re.findall(r"```py\n(.*?)```", (ROOT / "docs" / "serving.md").read_text(), re.S)
+              if "Client(" in b]
+    assert len(blocks) == 1
+    (tmp_path / "build").mkdir()
+    os.symlink(server["bundle"], tmp_path / "build" / "foal-demo")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FOAL_EDGE_TOKEN", TOKEN)
+    code = blocks[0].replace("http://127.0.0.1:8000", server["url"])
+    exec(compile(code, "docs/serving.md", "exec"), {"__name__": "__docs__"})
+    printed = capsys.readouterr().out
+    assert printed.split()[0] in Client(server["url"], token=TOKEN).health()["labels"]
+
+
 def test_sigterm_stops_the_server_cleanly(server):
     """Last: what a service manager sends. Serve and Ray stop, exit status 0, no stack trace."""
     import psutil
