@@ -11,6 +11,7 @@ clients and server share its cores. Writes NAME.json and NAME.md.
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import socket
 import sys
@@ -53,7 +54,7 @@ def main(argv=None) -> dict:
     clip = dict(audio=audio, sample_rate=rate, frames=frames, fps=8)
     results = {"machine": machine(), "command": "python -m benchmarks.serve " + " ".join(sys.argv[1:]),
                "bundle": str(args.bundle), "max_batch": args.max_batch, "batch_wait_ms": args.batch_wait_ms,
-               "rows": []}
+               "rows": [], "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
 
     local = Predictor(args.bundle, backend="onnxruntime-cpu")
     local.predict(**clip)
@@ -70,8 +71,14 @@ def main(argv=None) -> dict:
 
     body = wire.encode_clip(**clip)
     checks = {}
-    for name, fn in (("client: check + encode", lambda: wire.encode_clip(**clip)),
-                     ("server: decode + check on arrival", lambda: local.check_clip(wire.decode_clip(body)))):
+    from foal_edge.validate import check_clip
+
+    decoded = wire.decode_clip(body)
+    for name, fn in (("client: check (validate.check_clip, no bundle numbers)", lambda: check_clip(clip)),
+                     ("client: check + encode (base64, JSON)", lambda: wire.encode_clip(**clip)),
+                     ("server: decode (JSON, base64)", lambda: wire.decode_clip(body)),
+                     ("server: check on arrival (Predictor.check_clip)", lambda: local.check_clip(decoded)),
+                     ("Predictor.predict, for scale", lambda: local.predict(**clip))):
         fn()
         t = time.perf_counter()
         for _ in range(args.requests):
@@ -113,6 +120,7 @@ def main(argv=None) -> dict:
     finally:
         serve.shutdown()
         ray.shutdown()
+    results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return report.write(args.out, results, markdown)
 
 
@@ -122,6 +130,8 @@ def markdown(results: dict) -> str:
              f"Machine: {m['cpu']}, {m['cores']} cores; onnxruntime {m['onnxruntime']}. Server: max batch "
              f"{results['max_batch']}, batch wait {results['batch_wait_ms']:g} ms.", "",
              f"Command: `{results['command']}`", "",
+             f"Load average (1, 5, 15 min; other processes share the machine) at start "
+             f"{results.get('load_average_at_start')}, at end {results.get('load_average_at_end')}.", "",
              "| setting | clients | requests | throughput /s | p50 ms | p99 ms | mean batch |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results["rows"]:

@@ -168,8 +168,9 @@ def check_clip(clip, min_samples: int = 0, model_rate: int | None = None, window
             if window_seconds is not None:
                 kept = min(kept, int(np.ceil(round(window_seconds * model_rate) * source / model_rate)))
             if resampled_length(kept, source, model_rate) < min_samples:
+                needed_ms = 1000 * min_samples / model_rate
                 raise InvalidInputError(f"audio is {kept} samples at {source} Hz ({1000 * seconds:.1f} ms); at least "
-                                        f"{min_samples} samples at {model_rate} Hz ({1000 * min_samples / model_rate:.0f}"
-                                        " ms) are needed for one WavLM frame")
+                                        f"{min_samples} samples at {model_rate} Hz ({needed_ms:.0f} ms) are needed "
+                                        "for one WavLM frame")
     if frames is not None:
         check_frames(frames, clip.get("fps"))

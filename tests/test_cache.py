@@ -180,10 +180,10 @@ def add_variant(bundle, with_listing: bool):
     from export.bundle import external_data
     from foal_edge.manifest import sha256_file
 
-    model = onnx.load(str(bundle / "video.onnx" if (bundle / "video.onnx").exists() else next(bundle.glob("video*.onnx"))))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    model = onnx.load(str(bundle / manifest["graphs"]["video"]["file"]))
     variant = bundle / "video.ort-cuda.fp16.onnx"
     onnx.save(model, str(variant), save_as_external_data=True, location="video.ort-cuda.data", size_threshold=1024)
-    manifest = json.loads((bundle / "manifest.json").read_text())
     entry = {"file": variant.name, "sha256": sha256_file(variant), "precision": "fp16"}
     if with_listing:
         entry["external_data"] = external_data(bundle, variant)

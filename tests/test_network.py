@@ -295,7 +295,8 @@ def test_a_bad_client_never_fails_a_good_one(server, tiny_bundle):
     bad_bodies = [wire.encode_clip(audio=short, sample_rate=16000, frames=good[0][1]),
                   wire.encode_clip(audio=short, sample_rate=16000),
                   json.dumps(stereo).encode(), b'{"audio": {"dtype": ["int16"], "data": ""}}',
-                  wire.encode_clip(audio=np.full(16000, 0.5, np.float32), sample_rate=16000).replace(b"16000", b"9" * 5000),
+                  wire.encode_clip(audio=np.full(16000, 0.5, np.float32),
+                                   sample_rate=16000).replace(b"16000", b"9" * 5000),
                   b'{"frames": {"shape": [65536, 65536, 65536, 3], "data": ""}}']
 
     def run(job):
