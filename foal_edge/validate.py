@@ -156,7 +156,7 @@ def check_clip(clip, min_samples: int = 0, model_rate: int | None = None, window
     if audio is None and frames is None:
         raise InvalidInputError("give audio, frames or both; both are missing")
     if audio is not None:
-        wave = check_audio(audio, clip.get("sample_rate"), 0 if model_rate is not None else min_samples)
+        wave = check_audio(audio, clip.get("sample_rate"), min_samples)
         if model_rate is not None:
             source = int(clip["sample_rate"])
             seconds = len(wave) / source
