@@ -11,6 +11,8 @@ clients and server share its cores. Writes NAME.json and NAME.md.
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
 import socket
 import sys
 import time
@@ -52,7 +54,7 @@ def main(argv=None) -> dict:
     clip = dict(audio=audio, sample_rate=rate, frames=frames, fps=8)
     results = {"machine": machine(), "command": "python -m benchmarks.serve " + " ".join(sys.argv[1:]),
                "bundle": str(args.bundle), "max_batch": args.max_batch, "batch_wait_ms": args.batch_wait_ms,
-               "rows": []}
+               "rows": [], "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
 
     local = Predictor(args.bundle, backend="onnxruntime-cpu")
     local.predict(**clip)
@@ -63,6 +65,27 @@ def main(argv=None) -> dict:
         lat.append(time.perf_counter() - t)
     results["rows"].append({"setting": "one Predictor in a loop (in process)", "clients": 1,
                             **stats(lat, time.perf_counter() - start)})
+    # What the safety checks cost per request, in this process (one core, same load): the
+    # client's check and encoding, and the server's decoding and Predictor.check_clip on arrival.
+    from foal_edge import wire
+
+    body = wire.encode_clip(**clip)
+    checks = {}
+    from foal_edge.validate import check_clip
+
+    decoded = wire.decode_clip(body)
+    for name, fn in (("client: check (validate.check_clip, no bundle numbers)", lambda: check_clip(clip)),
+                     ("client: check + encode (base64, JSON)", lambda: wire.encode_clip(**clip)),
+                     ("server: decode (JSON, base64)", lambda: wire.decode_clip(body)),
+                     ("server: check on arrival (Predictor.check_clip)", lambda: local.check_clip(decoded)),
+                     ("Predictor.predict, for scale", lambda: local.predict(**clip))):
+        fn()
+        t = time.perf_counter()
+        for _ in range(args.requests):
+            fn()
+        checks[name] = 1e3 * (time.perf_counter() - t) / args.requests
+    results["checks_ms"] = checks
+    results["body_bytes"] = len(body)
     del local
 
     with socket.socket() as s:
@@ -70,9 +93,10 @@ def main(argv=None) -> dict:
         port = s.getsockname()[1]
     ray.init(include_dashboard=False, logging_level="ERROR")
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(str(args.bundle.resolve()), max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms),
-              name="foal-edge", route_prefix="/")
-    client = Client(f"http://127.0.0.1:{port}")
+    token = secrets.token_urlsafe(24)  # as deployed: every request carries the token and is checked
+    serve.run(build_app(str(args.bundle.resolve()), max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
+                        token=token), name="foal-edge", route_prefix="/")
+    client = Client(f"http://127.0.0.1:{port}", token=token)
     client.predict(**clip)
     try:
         for n in (int(c) for c in args.concurrency.split(",")):
@@ -96,6 +120,7 @@ def main(argv=None) -> dict:
     finally:
         serve.shutdown()
         ray.shutdown()
+    results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return report.write(args.out, results, markdown)
 
 
@@ -105,12 +130,19 @@ def markdown(results: dict) -> str:
              f"Machine: {m['cpu']}, {m['cores']} cores; onnxruntime {m['onnxruntime']}. Server: max batch "
              f"{results['max_batch']}, batch wait {results['batch_wait_ms']:g} ms.", "",
              f"Command: `{results['command']}`", "",
+             f"Load average (1, 5, 15 min; other processes share the machine) at start "
+             f"{results.get('load_average_at_start')}, at end {results.get('load_average_at_end')}.", "",
              "| setting | clients | requests | throughput /s | p50 ms | p99 ms | mean batch |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results["rows"]:
         batch = f"{r['mean_batch']:.1f}" if r.get("mean_batch") else "-"
         lines.append(f"| {r['setting']} | {r['clients']} | {r['requests']} | {r['throughput_per_s']:.1f} "
                      f"| {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {batch} |")
+    if results.get("checks_ms"):
+        lines += ["", f"What the checks cost per request (the same run, in process, {results['body_bytes']} byte body; "
+                  "the server also compares the token, constant time, microseconds):", "",
+                  "| check | ms per request |", "| --- | ---: |"]
+        lines += [f"| {name} | {ms:.2f} |" for name, ms in results["checks_ms"].items()]
     return "\n".join(lines) + "\n"
 
 

@@ -24,14 +24,20 @@ def onnx_io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
     return [info(v) for v in model.graph.input], [info(v) for v in model.graph.output]
 
 
+def external_data(bundle: Path, file: Path) -> dict[str, str]:
+    """The weight side files an ONNX file inside `bundle` names -> their sha256 (relative to
+    the bundle), hashed like the graph so a swapped one is caught; a graph's or a variant's."""
+    out = {}
+    for location in onnx_external_data(file):
+        side = (Path(file).parent / location).resolve()
+        out[side.relative_to(Path(bundle).resolve()).as_posix()] = sha256_file(side)
+    return out
+
+
 def graph_info(bundle: Path, file: Path, fmt: str, precision: str, onnx_path: Path, **extra) -> GraphInfo:
     """Manifest entry for `file` (inside `bundle`); I/O read from the ONNX it came from."""
     inputs, outputs = onnx_io(onnx_path)
-    external = {}
-    if fmt == "onnx":  # weight side files: hashed like the graph, so a swapped one is caught
-        for location in onnx_external_data(file):
-            side = (file.parent / location).resolve()
-            external[side.relative_to(Path(bundle).resolve()).as_posix()] = sha256_file(side)
+    external = external_data(bundle, file) if fmt == "onnx" else {}
     return GraphInfo(file=file.relative_to(bundle).as_posix(), format=fmt, precision=precision,
                      sha256=sha256_file(file), inputs=inputs, outputs=outputs, external_data=external, **extra)
 

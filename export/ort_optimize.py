@@ -174,8 +174,11 @@ def add_ort_cuda_variants(bundle: Path, entries: dict, fp32: dict[str, Path], vi
                         "the CPU (at least %s wanted)", name, check["cosine"], MIN_COSINE)
             dst.unlink()
             continue
+        from .bundle import external_data
+
         entries[name].variants["onnxruntime-cuda"] = {
             "file": dst.name, "sha256": sha256_file(dst), "precision": "fp16",
+            **({"external_data": side} if (side := external_data(bundle, dst)) else {}),
             "about": ("onnxscript's ONNX Runtime fusions" if name == "audio" else "ONNX Runtime transformer optimizer")
             + " (" + ", ".join(f"{v} {k}" for k, v in fused.items())
             + f"), FP16 with FP32 inputs/outputs; cosine {check['cosine']:.6f} to the FP32 graph on the CPU; "

@@ -94,7 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "predicted as one batch. Needs pip install 'foal-edge[serve]'.")
     sv.add_argument("bundle", type=Path, help="a bundle directory")
     sv.add_argument("--backend", default="auto", help="as for predict")
-    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface; beyond "
+                    "loopback a token is required, docs/serving.md)")
+    sv.add_argument("--token", default=None, help="clients must send it (Authorization: Bearer TOKEN); default: "
+                    "the FOAL_EDGE_TOKEN environment variable, which keeps it out of the process list")
+    sv.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body in MB")
     sv.add_argument("--port", type=int, default=8000, help="HTTP port")
     sv.add_argument("--replicas", type=int, default=1, help="Predictor replicas (each a Ray actor)")
     sv.add_argument("--max-batch", type=int, default=8, help="most clips predicted together")
@@ -143,7 +147,7 @@ def main(argv=None) -> int:
 
             serve_forever(str(args.bundle.resolve()), host=args.host, port=args.port, backend=args.backend,
                           replicas=args.replicas, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
-                          vad=False if args.no_vad else "auto")
+                          vad=False if args.no_vad else "auto", token=args.token, max_body_mb=args.max_body_mb)
             return 0
         result = predict(args)
     except FoalEdgeError as exc:

@@ -34,3 +34,17 @@ class InferenceError(FoalEdgeError, RuntimeError):
 class CallbackError(FoalEdgeError):
     """The user's streaming callback raised (the cause is chained). The chunk that completed
     the hop was consumed and its prediction is `latest()`: do not push that chunk again."""
+
+
+class ProtocolError(FoalEdgeError):
+    """A message that does not follow `foal_edge.wire`: a response the client cannot read (not
+    JSON, too large, truncated, wrong fields), or a server that is not a foal-edge server."""
+
+
+class AuthenticationError(FoalEdgeError):
+    """The server refused the request's token (HTTP 401): pass the server's token with
+    `Client(url, token=...)`."""
+
+
+class ServerTimeoutError(BackendUnavailableError, TimeoutError):
+    """The server did not answer within the client's total deadline (`Client(timeout=...)`)."""

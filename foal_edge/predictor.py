@@ -23,7 +23,7 @@ from .bundle import GRAPHS, check_graph_io, load_manifest
 from .errors import BundleError, InvalidInputError, MediaError
 from .pipeline import LONG_AUDIO_POLICIES, Pipeline, Prediction
 from .preprocess import warm_resampler
-from .validate import check_integer, check_path
+from .validate import check_clip, check_integer, check_path
 
 PREPROCESS_MODES = ("auto", "cpu", "graph")
 MAX_THREADS, MAX_DEVICES, MAX_FRAMES_PER_CLIP = 1024, 64, 1024
@@ -122,54 +122,85 @@ class Predictor:
         RGB [N, H, W, 3] or a list of [H, W, 3]; either may be None (not both)."""
         return self.predict_batch([{"audio": audio, "sample_rate": sample_rate, "frames": frames, "fps": fps}])[0]
 
-    def predict_batch(self, clips: list[dict]) -> list[Prediction]:
-        """Several clips (dicts with the arguments of `predict`), fused in one batch."""
+    def check_clip(self, clip) -> None:
+        """The check `predict_batch` makes of each clip before running it (validate.check_clip
+        with this bundle's numbers): InvalidInputError for a clip that would fail for its input."""
+        check_clip(clip, self.min_samples, self.manifest.sample_rate, self.manifest.audio_seconds, self.long_audio)
+
+    def predict_batch(self, clips: list[dict], return_exceptions: bool = False) -> list:
+        """Several clips (dicts with the arguments of `predict`), fused in one batch. Each clip
+        is checked and encoded on its own, so one bad clip never fails the others: with
+        return_exceptions=True its place in the result holds its exception (InvalidInputError
+        for bad input) and the other clips are predicted; with False the first error is raised."""
         if not isinstance(clips, (list, tuple)) or not clips:
             raise InvalidInputError("predict_batch takes a non-empty list of dicts with audio/sample_rate/frames/fps")
-        steps = self.pipeline
-        hidden, embeddings, timings, notes = [], [], [], []
-        for clip in clips:
-            if not isinstance(clip, dict) or set(clip) - {"audio", "sample_rate", "frames", "fps"}:
-                raise InvalidInputError("each clip is a dict with keys audio, sample_rate, frames, fps")
-            audio, frames = clip.get("audio"), clip.get("frames")
-            if audio is None and frames is None:
-                raise InvalidInputError("give audio, frames or both; both are missing")
-            t, n = {}, []
-            h = e = None
-            seconds = None
-            if audio is not None:
-                t0 = time.perf_counter()
-                wave, msgs = steps.prepare_audio(audio, clip.get("sample_rate"))
-                seconds = len(wave) / self.manifest.sample_rate
-                t1 = time.perf_counter()
-                t["audio_preprocess"] = 1e3 * (t1 - t0)
-                n += msgs
-                wave, msgs, t["vad"] = steps.speech_only(wave, has_video=frames is not None)
-                n += msgs
-                if wave is not None:
-                    t1 = time.perf_counter()
-                    h = steps.encode_audio(wave)
-                    t["audio"] = 1e3 * (time.perf_counter() - t1)
-            if frames is not None:
-                t0 = time.perf_counter()
-                selected, msgs = steps.select_frames(frames, clip.get("fps"), seconds)
-                select_ms = 1e3 * (time.perf_counter() - t0)
-                e, pre_ms, t["video"], more = steps.embed_frames(selected)
-                t["video_preprocess"] = select_ms + pre_ms
-                n += msgs + more
+        results: list = [None] * len(clips)
+        index, hidden, embeddings, timings, notes = [], [], [], [], []
+        for i, clip in enumerate(clips):
+            try:
+                self.check_clip(clip)
+                h, e, t, n = self._encode_clip(clip)
+            except Exception as exc:
+                if not return_exceptions:
+                    raise
+                results[i] = exc
+                continue
+            index.append(i)
             hidden.append(h)
             embeddings.append(e)
             timings.append(t)
             notes.append(n)
+        if not index:
+            return results
         t0 = time.perf_counter()
-        raws = steps.fuse(hidden, embeddings)
-        fusion_ms = 1e3 * (time.perf_counter() - t0) / len(clips)
-        out = []
-        for raw, h, e, t, n in zip(raws, hidden, embeddings, timings, notes):
+        try:
+            raws = self.pipeline.fuse(hidden, embeddings)
+        except Exception:
+            if not return_exceptions or len(index) == 1:
+                raise
+            raws = []  # the batch failed: each clip alone, so only a clip that fails by itself fails
+            for k, (h, e) in enumerate(zip(hidden, embeddings)):
+                try:
+                    raws.append(self.pipeline.fuse([h], [e])[0])
+                except Exception as exc:
+                    results[index[k]] = exc
+                    raws.append(None)
+        fusion_ms = 1e3 * (time.perf_counter() - t0) / len(index)
+        for i, raw, h, e, t, n in zip(index, raws, hidden, embeddings, timings, notes):
+            if raw is None:
+                continue
             t["fusion"] = fusion_ms
             t["total"] = sum(t.values())
-            out.append(steps.prediction(raw, h is not None, e is not None, t, n))
-        return out
+            results[i] = self.pipeline.prediction(raw, h is not None, e is not None, t, n)
+        return results
+
+    def _encode_clip(self, clip: dict):
+        """One checked clip -> (audio hidden or None, frame embeddings or None, timings, notes)."""
+        audio, frames = clip.get("audio"), clip.get("frames")
+        t, n = {}, []
+        h = e = None
+        seconds = None
+        if audio is not None:
+            t0 = time.perf_counter()
+            wave, msgs = self.pipeline.prepare_audio(audio, clip.get("sample_rate"))
+            seconds = len(wave) / self.manifest.sample_rate
+            t1 = time.perf_counter()
+            t["audio_preprocess"] = 1e3 * (t1 - t0)
+            n += msgs
+            wave, msgs, t["vad"] = self.pipeline.speech_only(wave, has_video=frames is not None)
+            n += msgs
+            if wave is not None:
+                t1 = time.perf_counter()
+                h = self.pipeline.encode_audio(wave)
+                t["audio"] = 1e3 * (time.perf_counter() - t1)
+        if frames is not None:
+            t0 = time.perf_counter()
+            selected, msgs = self.pipeline.select_frames(frames, clip.get("fps"), seconds)
+            select_ms = 1e3 * (time.perf_counter() - t0)
+            e, pre_ms, t["video"], more = self.pipeline.embed_frames(selected)
+            t["video_preprocess"] = select_ms + pre_ms
+            n += msgs + more
+        return h, e, t, n
 
     def predict_files(self, audio_path=None, video_path=None, use_audio: bool = True,
                       use_video: bool = True) -> Prediction:

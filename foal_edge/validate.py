@@ -128,3 +128,49 @@ def check_frames(frames, fps) -> np.ndarray:
     if min(frames.shape[1:3]) < 8 or max(frames.shape[1:3]) > 8192:
         raise InvalidInputError(f"frame size {frames.shape[2]}x{frames.shape[1]} is outside 8..8192 pixels a side")
     return frames
+
+
+CLIP_KEYS = ("audio", "sample_rate", "frames", "fps")
+
+
+def resampled_length(samples: int, source_rate: int, target_rate: int) -> int:
+    """How many samples `preprocess.resample` returns for `samples` at `source_rate`."""
+    if source_rate == target_rate:
+        return samples
+    up, down = preprocess._ratio(source_rate, target_rate)
+    return -(-samples * up // down)
+
+
+def check_clip(clip, min_samples: int = 0, model_rate: int | None = None, window_seconds: float | None = None,
+               long_audio: str = "head") -> None:
+    """The one check of a clip (a dict with the arguments of `Predictor.predict`), done by
+    `Predictor.predict_batch` before a clip is run, by the server on a request's arrival and
+    (without a bundle's numbers) by `Client` before sending: a clip it passes does not fail
+    for its input inside a batch. With the bundle's numbers (`min_samples` and `model_rate`:
+    the shortest audio WavLM takes, at the bundle's rate; `window_seconds` and `long_audio`:
+    what the predictor does with long audio) it checks what the predictor will check after
+    cutting and resampling."""
+    if not isinstance(clip, dict) or set(clip) - set(CLIP_KEYS):
+        raise InvalidInputError("each clip is a dict with keys audio, sample_rate, frames, fps")
+    audio, frames = clip.get("audio"), clip.get("frames")
+    if audio is None and frames is None:
+        raise InvalidInputError("give audio, frames or both; both are missing")
+    if audio is not None:
+        wave = check_audio(audio, clip.get("sample_rate"), min_samples)
+        if model_rate is not None:
+            source = int(clip["sample_rate"])
+            seconds = len(wave) / source
+            if window_seconds is not None and long_audio == "error" and \
+                    len(wave) > int(np.ceil(round(window_seconds * model_rate) * source / model_rate)):
+                raise InvalidInputError(f"audio is {seconds:.2f} s, longer than the bundle's {window_seconds:g} s "
+                                        "window; cut it, or use long_audio='head' or 'tail'")
+            kept = len(wave)
+            if window_seconds is not None:
+                kept = min(kept, int(np.ceil(round(window_seconds * model_rate) * source / model_rate)))
+            if resampled_length(kept, source, model_rate) < min_samples:
+                needed_ms = 1000 * min_samples / model_rate
+                raise InvalidInputError(f"audio is {kept} samples at {source} Hz ({1000 * seconds:.1f} ms); at least "
+                                        f"{min_samples} samples at {model_rate} Hz ({needed_ms:.0f} ms) are needed "
+                                        "for one WavLM frame")
+    if frames is not None:
+        check_frames(frames, clip.get("fps"))

@@ -105,3 +105,55 @@ def test_batch_runs_on_ray_data(server, tiny_bundle, tmp_path):
             assert on_ray[f]["label"] == r["label"]
             assert max(abs(on_ray[f]["probabilities"][k] - v) for k, v in r["probabilities"].items()) <= 1e-5
     assert cli(common + ["--out", str(tmp_path / "ray.jsonl"), "--engine", "ray"]) == 0  # nothing left to do
+
+
+def test_predict_batch_isolates_each_clips_failure(tiny_bundle):
+    """One bad clip in a batch (a 6 ms clip, NaN audio, stereo, no input) fails alone: the
+    others get what they get when predicted by themselves, and the bad ones their own error,
+    the same one `check_clip` (the server's arrival check) gives."""
+    local = Predictor(tiny_bundle[1], backend="onnxruntime-cpu", vad=False)
+    good = [dict(audio=a, sample_rate=16000, frames=f) for a, f in clips(3)]
+    short = dict(audio=np.zeros(96, np.float32), sample_rate=16000)
+    bad = [short, dict(audio=np.full(8000, np.nan, np.float32), sample_rate=16000),
+           dict(audio=np.zeros((8000, 2), np.float32), sample_rate=16000), dict(audio=None, frames=None)]
+    batch = [good[0], bad[0], good[1], bad[1], bad[2], good[2], bad[3]]
+    out = local.predict_batch(batch, return_exceptions=True)
+    for clip, got in zip(batch, out):
+        if any(clip is g for g in good):
+            want = local.predict(**clip)
+            assert got.label == want.label
+            assert max(abs(got.probabilities[k] - want.probabilities[k]) for k in want.probabilities) <= 1e-5
+        else:
+            assert isinstance(got, InvalidInputError)
+            with pytest.raises(InvalidInputError) as arrival:
+                local.check_clip(clip)
+            assert str(arrival.value) == str(got)
+    with pytest.raises(InvalidInputError, match="WavLM frame"):
+        local.predict_batch([good[0], short])  # without return_exceptions: raised, as predict does
+    with pytest.raises(InvalidInputError, match="WavLM frame"):
+        local.predict(**short)
+
+
+def test_the_arrival_check_refuses_what_would_fail_in_a_batch(tiny_bundle):
+    """Every clip the server's arrival check (Predictor.check_clip) passes is predicted; every
+    one it refuses, predict refuses with the same words: at the edges of each rule."""
+    local = Predictor(tiny_bundle[1], backend="onnxruntime-cpu", vad=False)
+    strict = Predictor(tiny_bundle[1], backend="onnxruntime-cpu", vad=False, long_audio="error")
+    rng = np.random.default_rng(0)
+    cases = []
+    for rate in (8000, 16000, 22050, 44100, 48000):
+        for samples in (1, local.min_samples * rate // 16000 - 1, local.min_samples * rate // 16000,
+                        local.min_samples * rate // 16000 + 1):
+            cases.append(dict(audio=rng.normal(0, 0.1, max(samples, 1)).astype(np.float32), sample_rate=rate))
+    window = int(local.manifest.audio_seconds * 16000)
+    cases += [dict(audio=rng.normal(0, 0.1, window + k).astype(np.float32), sample_rate=16000) for k in (0, 1, 400)]
+    for predictor in (local, strict):
+        for clip in cases:
+            try:
+                predictor.check_clip(clip)
+            except InvalidInputError as exc:
+                with pytest.raises(InvalidInputError) as err:
+                    predictor.predict(**clip)
+                assert str(err.value) == str(exc)
+            else:
+                assert predictor.predict(**clip).label in predictor.labels

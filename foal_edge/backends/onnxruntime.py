@@ -8,16 +8,71 @@ several threads.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import BackendUnavailableError, BundleError, InferenceError
+from ..bundle.files import onnx_external_data
 from .base import Runner
+
+CACHE_RECORD = "entry.json"  # {"source_sha256": the bundle graph's, "files": {name: sha256}}
+MAX_RECORD_BYTES = 64 << 10
+
+
+class CacheWarning(RuntimeWarning):
+    """The optimised-graph cache could not be used or written: the bundle's graph ran instead."""
+
+
+class _Unusable(Exception):
+    pass
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_record(path: Path) -> dict:
+    with open(path, "rb") as f:
+        data = f.read(MAX_RECORD_BYTES + 1)
+    if len(data) > MAX_RECORD_BYTES:
+        raise _Unusable("its record is too large")
+    try:
+        record = json.loads(data)
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        raise _Unusable("its record is not JSON") from None
+    if not isinstance(record, dict):
+        raise _Unusable("its record is not a JSON object")
+    return record
+
+
+def _write_record(directory: Path, source_sha256: str | None) -> None:
+    """The record of a freshly written entry: the source graph's sha256 and each file's own."""
+    files = {p.name: _sha256(p) for p in sorted(directory.iterdir()) if p.is_file()}
+    data = json.dumps({"source_sha256": source_sha256, "files": files}, indent=1).encode()
+    with open(directory / CACHE_RECORD, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _copy_options(ort, options):
+    """A fresh SessionOptions with `options`' settings (ONNX Runtime's cannot be copied)."""
+    copy = ort.SessionOptions()
+    copy.graph_optimization_level = options.graph_optimization_level
+    copy.intra_op_num_threads = options.intra_op_num_threads
+    copy.log_severity_level = options.log_severity_level
+    return copy
 
 
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8",
@@ -120,15 +175,16 @@ class OnnxRuntimeRunner(Runner):
                 cuda["use_tf32"] = "0"
             providers = [("CUDAExecutionProvider", cuda)] + providers
         self.cached = None  # "hit" | "written" | None (no cache)
+        self.cache_warning = None  # what went wrong with the cache, if anything (also warned once)
         self.session = None
         entry = None
         if device == "cpu" and cache_key and cache_dir:
             key = hashlib.sha256(f"{cache_key}|{ort.__version__}|{precision}|{int(options.graph_optimization_level)}|"
                                  f"{_cpu_signature()}".encode()).hexdigest()[:32]
             entry = Path(cache_dir) / "ort-optimized" / f"{Path(path).stem}-{key}"
-            self.session = self._load_cached(ort, entry, options, providers)
+            self.session = self._load_cached(ort, entry, options, providers, cache_key)
         if self.session is None:
-            self.session = self._create(ort, path, options, providers, entry)
+            self.session = self._create(ort, path, options, providers, entry, cache_key)
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
         # What the graph file itself declares: {name: (dtype, shape with None/str for dynamic)}
@@ -139,53 +195,98 @@ class OnnxRuntimeRunner(Runner):
         self.path = Path(path)
         self._errors = _runtime_errors(ort)
 
-    def _load_cached(self, ort, entry: Path, options, providers):
-        """The session from a cached optimised graph, or None (absent or unreadable: it is then
-        removed and rebuilt). The optimisations are already applied, so none run again."""
-        model = entry / "model.onnx"
-        if not model.is_file():
+    def _cache_problem(self, entry: Path, what: str, drop: bool = True) -> None:
+        """One warning for a cache entry that cannot be used or written; the entry is removed
+        and the bundle's own graph runs."""
+        if drop:
+            shutil.rmtree(entry, ignore_errors=True)
+        self.cache_warning = f"optimised-graph cache entry {entry}: {what}; running the bundle's own graph"
+        warnings.warn(self.cache_warning, CacheWarning, stacklevel=4)
+
+    def _load_cached(self, ort, entry: Path, options, providers, source_sha256: str):
+        """The session from a cached optimised graph, or None. The entry is used only when its
+        record names the bundle graph's sha256 (already checked against the manifest) and every
+        file in it has the sha256 recorded when it was written, and the graph reads no file
+        outside the entry: anything else (a foreign, stale, damaged or half-written entry) is
+        removed, with a warning, and the bundle's graph is optimised again."""
+        if not entry.exists() and not entry.is_symlink():
+            return None
+        try:
+            if entry.is_symlink() or not entry.is_dir():
+                raise _Unusable("not a directory the cache wrote")
+            record = _read_record(entry / CACHE_RECORD)
+            if record.get("source_sha256") != source_sha256:
+                raise _Unusable("made from another graph than the bundle's")
+            files = record.get("files")
+            if not isinstance(files, dict) or "model.onnx" not in files or \
+                    set(p.name for p in entry.iterdir()) != set(files) | {CACHE_RECORD}:
+                raise _Unusable("its files are not the ones recorded")
+            for name, digest in files.items():
+                file = entry / name
+                if not isinstance(name, str) or "/" in name or name.startswith(".") or file.is_symlink() \
+                        or not file.is_file() or _sha256(file) != digest:
+                    raise _Unusable(f"{name} is not the file written there (sha256 differs)")
+            if not set(onnx_external_data(entry / "model.onnx")) <= set(files):
+                raise _Unusable("the graph reads files the entry does not hold")
+        except (_Unusable, OSError, BundleError, ValueError) as exc:
+            self._cache_problem(entry, str(exc) if isinstance(exc, _Unusable) else f"unreadable ({exc})")
             return None
         cached = ort.SessionOptions()
         cached.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         cached.intra_op_num_threads = options.intra_op_num_threads
         cached.log_severity_level = 3
         try:
-            session = ort.InferenceSession(str(model), cached, providers=providers)
-        except Exception:  # a cache entry from a crash or another build: drop it
-            shutil.rmtree(entry, ignore_errors=True)
+            session = ort.InferenceSession(str(entry / "model.onnx"), cached, providers=providers)
+        except Exception as exc:  # ONNX Runtime cannot load it after all: drop it
+            self._cache_problem(entry, f"ONNX Runtime cannot load it ({str(exc)[:200]})")
             return None
         self.cached = "hit"
         return session
 
-    def _create(self, ort, path, options, providers, entry: Path | None):
+    def _create(self, ort, path, options, providers, entry: Path | None, source_sha256: str | None):
         """Load and optimise the bundle's graph; with `entry`, save the optimised graph there
-        (written to a temporary directory, then renamed, so readers never see half of it)."""
+        with its record (written to a temporary directory, then renamed, so readers never see
+        half of it). Writing is best effort: a cache that cannot be written (read-only,
+        full disk) costs a warning, never the load."""
         tmp = None
         if entry is not None:
             try:
                 entry.parent.mkdir(parents=True, exist_ok=True)
                 tmp = Path(tempfile.mkdtemp(prefix=entry.name + ".", dir=entry.parent))
-                options.optimized_model_filepath = str(tmp / "model.onnx")
-                # Weights in a side file: a large graph cannot be one protobuf (2 GB limit).
-                options.add_session_config_entry("session.optimized_model_external_initializers_file_name",
-                                                 "model.data")
-                options.add_session_config_entry(
-                    "session.optimized_model_external_initializers_min_size_in_bytes", "1024")
-            except OSError:  # a read-only home: run without the cache
+            except OSError as exc:  # a read-only home, a file where the directory should be
+                self._cache_problem(entry, f"cannot be written ({exc})", drop=False)
                 tmp = None
-        try:
-            session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf classes
+        session = None
+        if tmp is not None:
+            writing = _copy_options(ort, options)
+            writing.optimized_model_filepath = str(tmp / "model.onnx")
+            # Weights in a side file: a large graph cannot be one protobuf (2 GB limit).
+            writing.add_session_config_entry("session.optimized_model_external_initializers_file_name", "model.data")
+            writing.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes",
+                                             "1024")
+            try:
+                session = ort.InferenceSession(str(path), writing, providers=providers)
+            except Exception:  # perhaps only the writing failed (a full disk): load without it below
+                session = None
+            if session is not None:
+                try:
+                    _write_record(tmp, source_sha256)
+                    os.rename(tmp, entry)
+                    self.cached = "written"
+                    tmp = None
+                except OSError as exc:
+                    if not entry.is_dir():  # (another process cached it first: nothing to say)
+                        self._cache_problem(entry, f"cannot be written ({exc})", drop=False)
+            else:
+                self._cache_problem(entry, "the optimised graph could not be written", drop=False)
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
-            raise BundleError(f"{path}: ONNX Runtime cannot load this graph ({exc}); the file is corrupt or "
-                              "from an incompatible export: rebuild the bundle") from exc
-        if tmp is not None:
+        if session is None:
             try:
-                os.rename(tmp, entry)
-                self.cached = "written"
-            except OSError:  # another process cached it first
-                shutil.rmtree(tmp, ignore_errors=True)
+                session = ort.InferenceSession(str(path), options, providers=providers)
+            except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf classes
+                raise BundleError(f"{path}: ONNX Runtime cannot load this graph ({exc}); the file is corrupt or "
+                                  "from an incompatible export: rebuild the bundle") from exc
         return session
 
     def run(self, feeds: dict, keep_on_device: bool = False) -> list:

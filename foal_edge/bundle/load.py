@@ -61,6 +61,9 @@ def _confine(bundle: Path, manifest: Manifest) -> dict[Path, tuple[str, str]]:
                                   "variants exist")
             path = bundle_file(bundle, variant["file"], f"graph {name!r}'s {backend} variant")
             hashes[path] = (variant["file"], variant["sha256"])
+            # A variant is an ONNX file too: its weight side files are listed and hashed like the graph's.
+            for side, digest in variant.get("external_data", {}).items():
+                hashes[bundle_file(bundle, side, f"graph {name!r}'s {backend} variant's external data")] = (side, digest)
     if manifest.demo:
         for key in ("audio", "frames"):
             demo = manifest.demo[key]
@@ -71,21 +74,27 @@ def _confine(bundle: Path, manifest: Manifest) -> dict[Path, tuple[str, str]]:
 
 
 def _check_external_data(bundle: Path, manifest: Manifest) -> None:
-    """Pass 4: the external data each ONNX graph names lies inside the bundle and is listed
-    (with its sha256, checked in pass 3) in the manifest."""
-    root = bundle.resolve()
+    """Pass 4: the external data each ONNX graph and each variant names lies inside the bundle
+    and is listed (with its sha256, checked in pass 3) in the manifest."""
     for name, graph in manifest.graphs.items():
         if graph.format != "onnx":
             continue
-        file = bundle_file(bundle, graph.file, f"graph {name!r}")
-        for location in onnx_external_data(file):
-            relative = (file.parent / location).resolve()
-            if root not in relative.parents:
-                raise BundleError(f"{file}: external data {location!r} lies outside the bundle directory; "
-                                  "refusing to load it")
-            if relative.relative_to(root).as_posix() not in graph.external_data:
-                raise BundleError(f"{file}: external data {location!r} is not listed (with its sha256) in the "
-                                  f"manifest; {REBUILD}")
+        _check_external(bundle, bundle_file(bundle, graph.file, f"graph {name!r}"), graph.external_data)
+        for backend, variant in graph.variants.items():
+            file = bundle_file(bundle, variant["file"], f"graph {name!r}'s {backend} variant")
+            _check_external(bundle, file, variant.get("external_data", {}))
+
+
+def _check_external(bundle: Path, file: Path, listed: dict) -> None:
+    root = bundle.resolve()
+    for location in onnx_external_data(file):
+        relative = (file.parent / location).resolve()
+        if root not in relative.parents:
+            raise BundleError(f"{file}: external data {location!r} lies outside the bundle directory; "
+                              "refusing to load it")
+        if relative.relative_to(root).as_posix() not in listed:
+            raise BundleError(f"{file}: external data {location!r} is not listed (with its sha256) in the "
+                              f"manifest; {REBUILD}")
 
 
 def demo_file(bundle, manifest: Manifest, key: str) -> Path:

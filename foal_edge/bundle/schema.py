@@ -174,7 +174,7 @@ def _graph(v):
 def _variant(v):
     return _object(v, {"file": lambda x: _str(x, 255), "sha256": _sha256,
                        "precision": lambda x: _str(x, choices=("fp32", "fp16", "int8"))},
-                   {"about": lambda x: _str(x, 500)})
+                   {"about": lambda x: _str(x, 500), "external_data": lambda x: _entries(x, 256, _sha256)})
 
 
 def _graphs(v):
