@@ -25,6 +25,7 @@ import os
 import re
 import stat
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -276,10 +277,28 @@ def _video_stream(path, container):
     return stream
 
 
+_PROBED: dict = {}  # (device, inode, size, mtime) -> VideoInfo: a file is probed once per change
+_PROBED_LOCK = threading.Lock()
+
+
 def probe_video(path) -> VideoInfo:
     """What a video (or a still) is, from its headers and its first frame (which carries the
     display matrix); the frame size is checked before that frame is decoded."""
     path = check_input(path)
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    with _PROBED_LOCK:
+        if key in _PROBED:
+            return _PROBED[key]
+    info = _probe(path)
+    with _PROBED_LOCK:
+        if len(_PROBED) > 256:
+            _PROBED.clear()
+        _PROBED[key] = info
+    return info
+
+
+def _probe(path: Path) -> VideoInfo:
     image = still_image(path)
     if image is not None:
         with image:
