@@ -121,7 +121,7 @@ def read_audio(path, seconds: float | None = None, tail: bool = False) -> tuple[
     path = check_input(path)
     short = wav_shortfall(path)
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(os.fsencode(path)) as f:  # bytes: a name need not be UTF-8
             rate, total, channels = int(f.samplerate), f.frames, f.channels
             if short is not None:
                 width = _sample_width(f.subtype)

@@ -148,6 +148,13 @@ class AtomicFile:
     def __enter__(self) -> Path:
         fd, name = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".partial{self.path.suffix}",
                                     dir=self.path.parent)
+        try:  # mkstemp makes it 0600: give it the target's mode, or what a new file gets here
+            mode = stat.S_IMODE(os.stat(self.path).st_mode)
+        except FileNotFoundError:
+            mask = os.umask(0)
+            os.umask(mask)
+            mode = 0o666 & ~mask
+        os.fchmod(fd, mode)
         os.close(fd)
         self.tmp = Path(name)
         return self.tmp
