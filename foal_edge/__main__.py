@@ -229,14 +229,21 @@ def batch(args) -> int:
         raise InvalidInputError(f"--workers must be 1..256, not {workers}")
     if args.out.suffix.lower() not in (".jsonl", ".csv"):
         raise InvalidInputError(f"--out {args.out}: name a .jsonl or .csv file")
-    files = runner.collect(args.inputs)  # missing inputs and an --out that is an input: refused before loading
-    from .outputs import check_output
+    from .manifest import load_manifest
 
-    check_output(args.out, files)
-    predictor = open_predictor(args, threads=1 if workers > 1 else None)  # one core per worker
+    # Everything that can be refused is refused before the model loads: missing inputs, missing
+    # packages, an --out that is an input, a FIFO or another batch's (its lock is taken here).
+    files = runner.collect(args.inputs)
+    runner.check_media_packages(files)
+    rows = runner.open_rows(args.out, load_manifest(args.bundle).labels, files).open()
+    try:
+        predictor = open_predictor(args, threads=1 if workers > 1 else None)  # one core per worker
+    except BaseException:
+        rows.close()
+        raise
     counts = runner.run(predictor, args.inputs, args.out, workers, use_audio=not args.video_only,
                         use_video=not args.audio_only, progress=not args.no_progress, engine=args.engine,
-                        retry_failed=not args.no_retry_failed)
+                        retry_failed=not args.no_retry_failed, rows=rows)
     kept = f", {counts['kept_failed']} failed earlier (kept, not retried)" if counts["kept_failed"] else ""
     print(f"{counts['done']} predicted, {counts['failed']} failed, {counts['skipped']} already in {args.out}{kept}",
           file=sys.stderr)

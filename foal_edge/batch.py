@@ -143,19 +143,22 @@ class _Progress:
 
 
 def run(predictor, inputs, out: Path, workers: int = 1, use_audio: bool = True, use_video: bool = True,
-        progress: bool = True, engine: str = "local", retry_failed: bool = True) -> dict:
+        progress: bool = True, engine: str = "local", retry_failed: bool = True,
+        rows: ResumableRows | None = None) -> dict:
     """Predict every media file in `inputs` into `out`; returns counts: files, done (predicted
     now), failed (failed now), skipped (already predicted), kept_failed (failed before, not
     retried), repaired (bytes of a torn last row cut), interrupted (Ctrl-C: the output holds
     every finished row and a rerun resumes). engine "local": threads sharing `predictor`;
-    "ray": Ray Data, one Predictor per actor."""
+    "ray": Ray Data, one Predictor per actor. `rows`: the output already opened (the command
+    line takes the lock before loading the model); closed here."""
     files = collect(inputs)
-    rows = open_rows(out, predictor.labels, files).open()
+    if rows is None:
+        check_media_packages(files)
+        rows = open_rows(out, predictor.labels, files).open()
     counts = {"files": len(files), "skipped": 0, "done": 0, "failed": 0, "kept_failed": 0,
               "repaired": rows.repaired, "interrupted": False}
     bar = None
     try:
-        check_media_packages(files)
         wanted = {str(f) for f in files}
         good = {r["file"] for r in rows.rows if not r.get("error")}
         seen: set[str] = set()

@@ -9,9 +9,9 @@ Files are read as a player shows them:
   says so (predict_files and batch put that note on the prediction).
 - Time: frames are chosen by timestamp. Frame index `i` of `video_info`'s count means the
   time `i / fps` from the first frame (fps = the stream's average rate), and the frame used
-  for a time `t` is the last one whose timestamp is <= t, the frame on screen at t. On a
-  constant-rate video that is frame `i` itself; on a variable-rate one it is still the
-  frame shown at that time.
+  for a time `t` is the last one whose timestamp is <= t (within half a frame: an average
+  rate is rarely exact), the frame on screen at t. On a constant-rate video that is frame
+  `i` itself; on a variable-rate one it is still the frame shown at that time.
 - Stills: any image Pillow reads (PNG, JPEG, WebP, BMP, GIF, TIFF, ...) is one frame.
 - Size: the frame size is checked from the stream header (an image's header) before
   anything is decoded; frames over MAX_FRAME_PIXELS are refused.
@@ -376,7 +376,9 @@ def read_video(path, indices=None) -> tuple[np.ndarray | dict[int, np.ndarray], 
             if wanted is not None and not wanted:
                 return kept, fps
             times = None if wanted is None else [i / fps if fps > 0 else 0.0 for i in wanted]
-            slack = min(1e-3, 0.25 / fps) if fps > 0 else 1e-3
+            # Half a frame of slack: the average rate of a constant-rate file is often a little
+            # off (15.03 for 15), and index i must still be frame i there.
+            slack = 0.5 / fps if fps > 0 else 1e-3
             if times and tb > 0 and times[0] > SEEK_AFTER_SECONDS:
                 container.seek(int((start + times[0]) / tb), stream=stream, backward=True)
             nxt, previous, last = 0, None, (None, None)
