@@ -39,6 +39,7 @@ RECORD_FORMATS = {".mp4": ("mp4", "aac"), ".m4v": ("mp4", "aac"), ".mov": ("mov"
                   ".mkv": ("matroska", "aac"), ".avi": ("avi", "pcm_s16le")}
 AUDIO_END_SLACK = 0.25  # frames this far past the audio's end go on alone (less is encoder padding)
 LATE_AFTER = 0.1  # seconds behind real time before frames are dropped
+SHOW_EVERY = 0.5  # while behind, a frame is still shown (and predicted) this often, in seconds
 
 
 # -- the panel ------------------------------------------------------------------------------
@@ -390,9 +391,10 @@ class History(list):
 
 def run(predictor, replay: Path | None = None, camera: int = 0, record: Path | None = None,
         jsonl: Path | None = None, hop: float = 1.0, speed: float = 1.0, window: bool = True,
-        use_audio: bool = True, use_video: bool = True, out=sys.stdout, plan: Plan | None = None,
+        use_audio: bool = True, use_video: bool = True, out=None, plan: Plan | None = None,
         err=None) -> History:
     """Stream a source through the predictor; returns the predictions as dicts (t, label, ...)."""
+    out = out or sys.stdout
     err = err or sys.stderr
     plan = plan or check_outputs(replay, record, jsonl)
     stream = StreamingPredictor(predictor, hop=hop, audio=use_audio, video=use_video)
@@ -409,10 +411,12 @@ def run(predictor, replay: Path | None = None, camera: int = 0, record: Path | N
     pending_audio: list[np.ndarray] = []  # audio before the first frame sets the recording's size
     log = RowLog(jsonl) if jsonl else None
     history, latest, note = History(), None, None
-    start = time.monotonic()
+    start = shown_at = None
     try:
         for event in events:
             kind, t, data, extra = event[:4]
+            if start is None:  # the clock starts with the first event, not with opening the source
+                start = time.monotonic() - t / pace
             if replay is not None and speed > 0:  # play in real time (or faster / slower)
                 delay = start + t / pace - time.monotonic()
                 if delay > 0:
@@ -428,7 +432,9 @@ def run(predictor, replay: Path | None = None, camera: int = 0, record: Path | N
             if kind == "frame":
                 history.frames += 1
                 due = event[4] if len(event) > 4 else start + t / pace
-                if realtime and time.monotonic() - due > LATE_AFTER:
+                now = time.monotonic()
+                # Behind: drop, but still show a frame every SHOW_EVERY seconds (a screen that moves).
+                if realtime and now - due > LATE_AFTER and shown_at is not None and now - shown_at < SHOW_EVERY:
                     history.dropped += 1
                     if history.dropped == 1:
                         print(f"note: falling behind real time at {t:.2f} s ({time.monotonic() - due:.2f} s late): "
@@ -455,6 +461,7 @@ def run(predictor, replay: Path | None = None, camera: int = 0, record: Path | N
                 if log:
                     log.write(row)
             if kind == "frame":
+                shown_at = time.monotonic()
                 shown = annotate(data, latest, t, note)
                 if record is not None:
                     if recorder is None:
