@@ -181,6 +181,8 @@ class Recorder:
         self.stream.width, self.stream.height = width - width % 2, height - height % 2
         self.stream.pix_fmt = "yuv420p"
         self.stream.codec_context.time_base = Fraction(1, 1000)  # frames carry their own times (ms)
+        if self.stream.codec_context.name == "libx264":  # each frame encoded as it comes: no lookahead queue
+            self.stream.codec_context.options = {"preset": "veryfast", "tune": "zerolatency"}
         self.audio = None
         if audio_rate:
             self.audio = self.container.add_stream(fmt[1], rate=int(audio_rate), layout="mono")
