@@ -272,10 +272,10 @@ def live(args) -> int:
     if hop > predictor.manifest.audio_seconds:
         raise InvalidInputError(f"--hop must be at most the bundle's {predictor.manifest.audio_seconds:g} s window, "
                                 f"not {args.hop}")
-    result = runner.run(predictor, replay=args.replay, camera=args.camera, record=args.record, jsonl=args.jsonl,
-                        hop=hop, speed=speed, window=not args.no_window, use_audio=not args.video_only,
-                        use_video=not args.audio_only, plan=plan)
-    return INTERRUPTED if getattr(result, "interrupted", False) else 0
+    runner.run(predictor, replay=args.replay, camera=args.camera, record=args.record, jsonl=args.jsonl, hop=hop,
+               speed=speed, window=not args.no_window, use_audio=not args.video_only, use_video=not args.audio_only,
+               plan=plan)
+    return 0  # Ctrl-C (or q / Esc in the window) is how live ends: the outputs are finished and kept
 
 
 def predict(args):

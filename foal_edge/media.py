@@ -363,6 +363,8 @@ def read_video(path, indices=None) -> tuple[np.ndarray | dict[int, np.ndarray], 
             return frame[None], 0.0
         return {int(i): frame for i in sorted(set(int(i) for i in indices))}, 0.0
     av = _require("av")
+    info = probe_video(path)  # the turn, from the first frame's display matrix (cached per file)
+    turn = (info.rotation, info.flip)
     wanted = None if indices is None else sorted(set(int(i) for i in indices))
     kept: dict[int, np.ndarray] = {}
     every: list[tuple[float, np.ndarray]] = []
@@ -372,7 +374,6 @@ def read_video(path, indices=None) -> tuple[np.ndarray | dict[int, np.ndarray], 
             fps = float(stream.average_rate or stream.guessed_rate or 0)
             tb = float(stream.time_base or 0)
             start = float(stream.start_time or 0) * tb
-            turn = None
             if wanted is not None and not wanted:
                 return kept, fps
             times = None if wanted is None else [i / fps if fps > 0 else 0.0 for i in wanted]
@@ -391,8 +392,6 @@ def read_video(path, indices=None) -> tuple[np.ndarray | dict[int, np.ndarray], 
 
             for n, frame in enumerate(container.decode(stream)):
                 _check_size(path, frame.width, frame.height)
-                if turn is None:
-                    turn = _stream_turn(stream, frame)
                 t = frame.time - start if frame.time is not None else (n / fps if fps > 0 else float(n))
                 if wanted is None:
                     every.append((t, _upright(frame.to_ndarray(format="rgb24"), *turn)))
@@ -442,11 +441,9 @@ def iter_video(path):
                 stream = _video_stream(path, container)
                 tb = float(stream.time_base or 0)
                 start = float(stream.start_time or 0) * tb
-                turn = None
+                turn = (info.rotation, info.flip)
                 for n, frame in enumerate(container.decode(stream)):
                     _check_size(path, frame.width, frame.height)
-                    if turn is None:
-                        turn = _stream_turn(stream, frame)
                     t = frame.time - start if frame.time is not None else n / (fps or 30.0)
                     yield max(t, 0.0), _upright(frame.to_ndarray(format="rgb24"), *turn)
         except av.error.FFmpegError as exc:
