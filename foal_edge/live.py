@@ -174,7 +174,6 @@ class Recorder:
         from fractions import Fraction
 
         self.target = AtomicFile(path)
-        self.lock = OutputLock(path, "--record").acquire()
         tmp = self.target.__enter__()
         self.container = av.open(str(tmp), "w", format=fmt[0])
         self.stream = self.container.add_stream(_video_codec(av), rate=int(round(fps)) or 30)
@@ -236,7 +235,6 @@ class Recorder:
             self.target.commit()
         finally:
             self.target.discard()
-            self.lock.release()
 
 
 class RowLog:
@@ -411,7 +409,13 @@ def run(predictor, replay: Path | None = None, camera: int = 0, record: Path | N
     view = Window(window)
     recorder = None
     pending_audio: list[np.ndarray] = []  # audio before the first frame sets the recording's size
-    log = RowLog(jsonl) if jsonl else None
+    record_lock = OutputLock(record, "--record").acquire() if record is not None else None  # before any work
+    try:
+        log = RowLog(jsonl) if jsonl else None
+    except BaseException:
+        if record_lock is not None:
+            record_lock.release()
+        raise
     history, latest, note = History(), None, None
     start = shown_at = None
     try:
@@ -482,6 +486,8 @@ def run(predictor, replay: Path | None = None, camera: int = 0, record: Path | N
             if recorder is not None:
                 recorder.close()
         finally:
+            if record_lock is not None:
+                record_lock.release()
             if log:
                 log.close()
         if history.dropped:

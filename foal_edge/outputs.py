@@ -333,6 +333,7 @@ class ResumableRows:
         dropped = len(self.rows) - len(chosen)
         if dropped:
             self._f.close()
+            self._f = None
             write_atomically(self.path, self._header + b"".join(raw for _, raw in chosen))
             self.rows = [row for row, _ in chosen]
             self._raw = [raw for _, raw in chosen]
