@@ -231,3 +231,39 @@ def test_cli_points_to_the_right_flag(tiny_bundle, videos, tmp_path, capsys):
     assert "pass it as video (--video)" in capsys.readouterr().err
     assert cli(["predict", str(tiny_bundle[1]), "--video", str(videos["speech"]), "--video-only", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["modalities"] == ["video"]
+
+
+def test_ctrl_c_ends_live_with_a_finished_recording(tiny_bundle, tmp_path):
+    """Ctrl-C is how live ends: within a second, with the recording and the JSON lines
+    finished under their own names (nothing half-written left beside them)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import av
+
+    from .media_fixtures import short_audio_clip
+
+    clip = short_audio_clip(tmp_path / "clip.mp4", seconds=6.0, audio_seconds=6.0)
+    out = tmp_path / "out"
+    out.mkdir()
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-m", "foal_edge", "live", str(tiny_bundle[1]), "--replay", str(clip),
+                             "--hop", "0.5", "--record", str(out / "rec.mp4"), "--jsonl", str(out / "rows.jsonl"),
+                             "--no-window"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()  # the first prediction: it is running in real time
+    assert first, proc.stderr.read().decode()
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()
+    assert time.monotonic() - t0 < 2.0
+    assert sorted(p.name for p in out.iterdir()) == ["rec.mp4", "rows.jsonl"]
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert rows and rows[-1]["t"] < 6.0
+    with av.open(str(out / "rec.mp4")) as f:
+        assert f.streams.audio and len(list(f.decode(video=0))) > 5
