@@ -143,6 +143,17 @@ def test_a_truncated_wav_is_refused_saying_what_is_missing(tiny_bundle, predicto
     assert predictor.predict_files(audio_path=whole).modalities == ("audio",)
 
 
+def test_a_truncated_flac_is_refused_too(predictor, tmp_path):
+    import soundfile as sf
+
+    whole = tmp_path / "whole.flac"
+    sf.write(str(whole), mf.speech(2.0), mf.RATE)
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(MediaError, match="cut.flac"):
+        predictor.predict_files(audio_path=cut)
+
+
 def test_decoder_errors_are_words_not_errno_numbers(predictor, tmp_path):
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
