@@ -291,17 +291,25 @@ def test_ctrl_c_stops_within_a_second_and_a_rerun_completes_exactly_once(tiny_bu
     its output parses, and the rerun predicts each remaining file once."""
     root = tmp_path / "many"
     root.mkdir()
-    for i in range(150):
+    for i in range(300):
         os.link(clips["wav"], root / f"take{i:03d}.wav")
     out = tmp_path / "r.jsonl"
-    args = ["batch", tiny_bundle[1], root, "--out", out, "--no-progress", "--workers", "2"]
+    args = ["batch", tiny_bundle[1], root, "--out", out, "--no-progress", "--workers", "1"]
+    # The second batch starts first and waits, imported, for the first to take the lock (its
+    # pid written in the lock file): it runs into it within milliseconds, however fast this
+    # machine predicts.
+    waiting = ("import os, sys, time\nfrom foal_edge.__main__ import main\n"
+               "while not (os.path.exists(sys.argv[1]) and os.path.getsize(sys.argv[1])):\n"
+               "    time.sleep(0.002)\nsys.exit(main(sys.argv[2:]))\n")
+    second = popen_cli([tmp_path / "r.jsonl.lock", *args], code=waiting)
+    time.sleep(1.0)
     first = popen_cli(args)
+    _, err = second.communicate(timeout=120)
+    assert second.returncode == 2 and b"another process (pid" in err, err
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 5):
-        time.sleep(0.02)
+        time.sleep(0.01)
     assert first.poll() is None, first.communicate()[1].decode()
-    second = run_cli(args, timeout=120)
-    assert second.returncode == 2 and b"another process (pid" in second.stderr, second.stderr
     first.send_signal(signal.SIGINT)
     t0 = time.monotonic()
     _, err = first.communicate(timeout=30)
@@ -310,7 +318,7 @@ def test_ctrl_c_stops_within_a_second_and_a_rerun_completes_exactly_once(tiny_bu
     assert stopped < 2.0, f"took {stopped:.2f} s to stop"
     assert b"rerun" in err or b"run the same command again" in err
     done = rows_of(out)
-    assert 5 <= len(done) < 150 and len({r["file"] for r in done}) == len(done)
+    assert 5 <= len(done) < 300 and len({r["file"] for r in done}) == len(done)
     assert not (tmp_path / "r.jsonl.lock").exists()
     rerun = run_cli(args, timeout=300)
     assert rerun.returncode == 0, rerun.stderr.decode()
