@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,9 @@ EPILOG = """examples:
   python -m foal_edge timeline build/foal-demo interview.mp4 --out interview.vtt --plot interview.png
   python -m foal_edge serve build/foal-demo --port 8000      (clients: foal_edge.Client or HTTP/JSON)
   python -m foal_edge info build/foal-demo
+
+batch exit status: 0 every file has a prediction; 1 some files have an error row (rerun to retry
+them); 2 the command could not run (the message says why); 130 interrupted (rerun to resume).
 """
 
 
@@ -62,14 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print the prediction as JSON")
 
     ba = sub.add_parser("batch", help="predict many files into one results file",
-                        description="Predict every audio and video file among INPUTS (directories searched "
-                                    "recursively) into --out, JSON Lines or CSV by its suffix. Resumable: files "
-                                    "already in --out are skipped. A file that fails is reported and skipped.")
+                        description="Predict every audio, video and image file among INPUTS (directories "
+                                    "searched recursively) into --out, JSON Lines or CSV by its suffix, one row per "
+                                    "file. Resumable: a rerun predicts only the files without a row, and retries the "
+                                    "files that failed (unless --no-retry-failed). One batch per --out at a time. "
+                                    "Exit status: 0 every file predicted, 1 some failed, 2 could not run, 130 "
+                                    "interrupted (rerun to resume).")
     common(ba, "the audio-only head answers")
     ba.add_argument("inputs", nargs="+", type=Path, help="files and directories")
     ba.add_argument("--out", type=Path, required=True, help="results file: .jsonl or .csv")
     ba.add_argument("--workers", type=int, default=None, help="files predicted at once (default: one per core)")
     ba.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ba.add_argument("--no-retry-failed", action="store_true",
+                    help="keep the error rows of files that failed on an earlier run instead of retrying them")
     ba.add_argument("--engine", choices=("local", "ray"), default="local",
                     help="local: threads in this process; ray: Ray Data actors (one Predictor each) on a local Ray "
                          "or the cluster RAY_ADDRESS names (pip install 'foal-edge[serve]')")
@@ -82,10 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     common(lv, "a microphone-only stream")
     lv.add_argument("--replay", type=Path, help="play this video file as if it were live")
     lv.add_argument("--camera", type=int, default=0, help="camera index for OpenCV (without --replay)")
-    lv.add_argument("--record", type=Path, help="write every frame, annotated, to this MP4")
+    lv.add_argument("--record", type=Path, help="write every frame shown, annotated, with the audio track, to this "
+                    "video file (.mp4, .mkv, .mov or .avi)")
     lv.add_argument("--jsonl", type=Path, help="write each prediction as a JSON line to this file")
     lv.add_argument("--hop", type=float, default=1.0, help="seconds between predictions")
-    lv.add_argument("--speed", type=float, default=1.0, help="replay speed (1: real time; 0: as fast as it runs)")
+    lv.add_argument("--speed", type=float, default=1.0,
+                    help="replay speed (1: real time, frames dropped when it falls behind; 0: every frame, as fast "
+                         "as it runs)")
     lv.add_argument("--no-window", action="store_true", help="no display window even where there is a display")
 
     sv = sub.add_parser("serve", help="serve a bundle over HTTP/JSON (Ray Serve, dynamic batching)",
@@ -132,6 +144,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is handled below
+    except BrokenPipeError:  # `... | head`: the reader has what it wanted; stop quietly
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 141  # what a shell reports for a command stopped by a closed pipe (128 + SIGPIPE)
+    if code == INTERRUPTED and argv is None and threading.active_count() > 1:
+        # Ctrl-C on the command line: workers still inside a prediction are not waited for
+        # (their files have no row yet; a rerun predicts them). Everything written is closed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+
+
+def _main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "info":
@@ -153,6 +188,11 @@ def main(argv=None) -> int:
     except FoalEdgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except BrokenPipeError:
+        raise
     except (OSError, MemoryError) as exc:  # the machine, not the input: still one line
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
@@ -176,38 +216,75 @@ def main(argv=None) -> int:
 
 
 def open_predictor(args, threads=None):
+    from . import vad as voice
     from .predictor import Predictor
 
-    return Predictor(args.bundle, backend=args.backend, threads=threads, vad=False if args.no_vad else "auto")
+    predictor = Predictor(args.bundle, backend=args.backend, threads=threads, vad=False if args.no_vad else "auto")
+    if not args.no_vad and predictor.vad is None:  # said once, not silently off
+        rate = predictor.manifest.sample_rate
+        why = "webrtcvad is not installed (pip install 'foal-edge[vad]')" if not voice.available() else \
+            f"WebRTC's detector does not take the bundle's {rate} Hz"
+        print(f"note: voice activity detection is off: {why}; every window's audio goes to WavLM "
+              "(--no-vad turns it off without this note)", file=sys.stderr)
+    return predictor
 
 
 def batch(args) -> int:
     from . import batch as runner
     from .backends.onnxruntime import physical_cores
 
-    workers = args.workers or physical_cores()
-    if workers < 1 or workers > 256:
+    workers = physical_cores() if args.workers is None else args.workers
+    if not 1 <= workers <= 256:
         raise InvalidInputError(f"--workers must be 1..256, not {workers}")
     if args.out.suffix.lower() not in (".jsonl", ".csv"):
         raise InvalidInputError(f"--out {args.out}: name a .jsonl or .csv file")
-    predictor = open_predictor(args, threads=1 if workers > 1 else None)  # one core per worker
+    from .bundle import load_manifest
+
+    # Everything that can be refused is refused before the model loads: missing inputs, missing
+    # packages, an --out that is an input, a FIFO or another batch's (its lock is taken here).
+    files = runner.collect(args.inputs)
+    runner.check_media_packages(files)
+    rows = runner.open_rows(args.out, load_manifest(args.bundle).labels, files).open()
+    try:
+        predictor = open_predictor(args, threads=1 if workers > 1 else None)  # one core per worker
+    except BaseException:
+        rows.close()
+        raise
     counts = runner.run(predictor, args.inputs, args.out, workers, use_audio=not args.video_only,
-                        use_video=not args.audio_only, progress=not args.no_progress, engine=args.engine)
-    print(f"{counts['done']} predicted, {counts['failed']} failed, {counts['skipped']} already in {args.out}",
+                        use_video=not args.audio_only, progress=not args.no_progress, engine=args.engine,
+                        retry_failed=not args.no_retry_failed, rows=rows)
+    kept = f", {counts['kept_failed']} failed earlier (kept, not retried)" if counts["kept_failed"] else ""
+    print(f"{counts['done']} predicted, {counts['failed']} failed, {counts['skipped']} already in {args.out}{kept}",
           file=sys.stderr)
-    return 0 if not counts["failed"] else 1
+    if counts["interrupted"]:
+        missing = counts["files"] - counts["done"] - counts["failed"] - counts["skipped"] - counts["kept_failed"]
+        print(f"interrupted: {missing} files not predicted yet; {args.out} holds every finished row; run the same "
+              "command again to resume", file=sys.stderr)
+        return INTERRUPTED
+    return 0 if not counts["failed"] and not counts["kept_failed"] else 1
 
 
 def live(args) -> int:
     from . import live as runner
+    from .validate import check_finite
 
-    if args.speed < 0:
-        raise InvalidInputError(f"--speed must be >= 0, not {args.speed}")
+    speed = check_finite("--speed", args.speed, "a number >= 0 (1: real time; 0: as fast as it runs)", limit=1000)
+    if speed < 0:
+        raise InvalidInputError(f"--speed must be >= 0 (1: real time; 0: as fast as it runs), not {args.speed}")
+    hop = check_finite("--hop", args.hop, "a number of seconds > 0", limit=1e6)
+    if hop <= 0:
+        raise InvalidInputError(f"--hop must be a number of seconds > 0, not {args.hop}")
+    if args.camera < 0:
+        raise InvalidInputError(f"--camera must be a camera index >= 0, not {args.camera}")
+    plan = runner.check_outputs(replay=args.replay, record=args.record, jsonl=args.jsonl)
     predictor = open_predictor(args)
-    runner.run(predictor, replay=args.replay, camera=args.camera, record=args.record, jsonl=args.jsonl,
-               hop=args.hop, speed=args.speed, window=not args.no_window, use_audio=not args.video_only,
-               use_video=not args.audio_only)
-    return 0
+    if hop > predictor.manifest.audio_seconds:
+        raise InvalidInputError(f"--hop must be at most the bundle's {predictor.manifest.audio_seconds:g} s window, "
+                                f"not {args.hop}")
+    runner.run(predictor, replay=args.replay, camera=args.camera, record=args.record, jsonl=args.jsonl, hop=hop,
+               speed=speed, window=not args.no_window, use_audio=not args.video_only, use_video=not args.audio_only,
+               plan=plan)
+    return 0  # Ctrl-C (or q / Esc in the window) is how live ends: the outputs are finished and kept
 
 
 def timeline(args) -> int:
@@ -247,6 +324,13 @@ def timeline(args) -> int:
 def predict(args):
     from .bundle import demo_file
 
+    if args.video_only and args.video is None and not args.demo:
+        raise InvalidInputError("--video-only predicts from a video's frames: give --video (only --audio was given; "
+                                "drop --video-only to predict the audio)" if args.audio else
+                                "--video-only predicts from a video's frames: give --video")
+    if args.audio_only and args.audio is not None and args.video is not None:
+        raise InvalidInputError("--audio-only with both --audio and --video would leave the video unused: give only "
+                                "--audio")
     predictor = open_predictor(args)
     if args.demo:
         m = predictor.manifest

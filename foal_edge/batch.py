@@ -1,71 +1,88 @@
 """`python -m foal_edge batch BUNDLE INPUTS... --out results.jsonl`: many files, one results file.
 
-Inputs are files or directories (searched recursively for audio and video files). Each file
-becomes one line (JSON Lines) or row (CSV, by the output's suffix) as soon as it is done:
-the label, every probability, the modalities used, the notes and the time it took, or the
-error that stopped it (the batch goes on). Running the same command again skips the files
-already in the output, so an interrupted batch resumes. Files run on `--workers` threads
-sharing one Predictor (its sessions are thread-safe), with a progress bar (tqdm); with
-`--engine ray`, on Ray Data instead: one Predictor per actor, files streamed through them, on
-a local Ray or the cluster RAY_ADDRESS names, so the same command scales out.
+Inputs are files or directories (searched recursively for audio, video and image files).
+Each file becomes one line (JSON Lines) or row (CSV, by the output's suffix) as soon as it
+is done: the label, every probability, the modalities used, the notes and the time it took,
+or the error that stopped it (the batch goes on). The output is a `ResumableRows`
+(foal_edge/outputs.py): never one of the inputs, locked against a second writer, a torn last
+row cut on the next run. Running the same command again predicts only what is missing: the
+files without a row, and the files whose row is an error (unless `retry_failed=False`), so
+each file has exactly one row in the end. Files run on `--workers` threads sharing one
+Predictor (its sessions are thread-safe), each thread taking the next file only when it is
+free, so Ctrl-C stops at once without predicting queued files; progress with tqdm where it
+is installed. With `--engine ray`, on Ray Data instead: one Predictor per actor, files
+streamed through them, on a local Ray or the cluster RAY_ADDRESS names.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import os
+import queue
+import stat
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from .errors import FoalEdgeError, InvalidInputError
-from .media import VIDEO_SUFFIXES
+from .errors import FoalEdgeError, InvalidInputError, MediaError
+from .media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from .outputs import ResumableRows
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
+MEDIA_SUFFIXES = AUDIO_SUFFIXES + VIDEO_SUFFIXES + IMAGE_SUFFIXES
 
 
 def collect(inputs) -> list[Path]:
-    """Media files among `inputs` (files as given; directories searched recursively), sorted."""
+    """Media files among `inputs` (files as given; directories searched recursively for
+    names with a media suffix), sorted. A named input that is missing or not a file or a
+    directory (a FIFO, a device) is refused by name; inside a directory, such an entry with a
+    media suffix is kept, to get its own error row."""
     files = []
     for item in inputs:
         path = Path(item)
-        if path.is_dir():
-            files += [p for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in
-                      AUDIO_SUFFIXES + VIDEO_SUFFIXES]
-        elif path.is_file():
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            raise InvalidInputError(f"{path}: no such file or directory") from None
+        except OSError as exc:
+            raise InvalidInputError(f"{path}: cannot read it ({exc.strerror})") from None
+        if stat.S_ISDIR(mode):
+            files += [p for p in sorted(path.rglob("*")) if p.suffix.lower() in MEDIA_SUFFIXES and not p.is_dir()]
+        elif stat.S_ISREG(mode):
             files.append(path)
         else:
-            raise InvalidInputError(f"{path}: no such file or directory")
+            kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or \
+                stat.S_ISBLK(mode) else "not a regular file"
+            raise InvalidInputError(f"{path}: is {kind}, not a media file or a directory; batch reads files "
+                                    "(save the stream to a file first)")
     return list(dict.fromkeys(files))
 
 
-def done_files(out: Path) -> set[str]:
-    """Files already in an output (JSON Lines or CSV); a torn last line is ignored."""
-    if not out.is_file():
-        return set()
-    done = set()
-    with open(out, newline="", encoding="utf-8") as f:
-        if out.suffix.lower() == ".csv":
-            for row in csv.DictReader(f):
-                if row.get("file"):
-                    done.add(row["file"])
-        else:
-            for line in f:
-                try:
-                    done.add(json.loads(line)["file"])
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue
-    return done
+def check_media_packages(files) -> None:
+    """One error up front when the packages the files need are missing (not one per file)."""
+    needed = set()
+    for f in files:
+        suffix = f.suffix.lower()
+        needed |= {"soundfile"} if suffix in AUDIO_SUFFIXES else {"av"} if suffix in VIDEO_SUFFIXES else set()
+    missing = []
+    for module in sorted(needed):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise MediaError(f"batch reads these files with {' and '.join(missing)}, not installed here: pip install "
+                         "'foal-edge[media]'")
 
 
 def predict_one(predictor, path: Path, use_audio: bool, use_video: bool) -> dict:
+    """One file's row: the prediction, or the error that stopped it (never raises for a file)."""
     t0 = time.perf_counter()
     record = {"file": str(path)}
     try:
-        is_video = path.suffix.lower() in VIDEO_SUFFIXES
+        suffix = path.suffix.lower()
+        is_video = suffix in VIDEO_SUFFIXES or suffix in IMAGE_SUFFIXES
         result = predictor.predict_files(audio_path=None if is_video else path, video_path=path if is_video else None,
                                          use_audio=use_audio or not is_video, use_video=use_video and is_video)
         record.update(label=result.label, probabilities=result.probabilities, modalities=list(result.modalities),
@@ -74,72 +91,154 @@ def predict_one(predictor, path: Path, use_audio: bool, use_video: bool) -> dict
             record["attributes"] = result.attributes
     except FoalEdgeError as exc:
         record["error"] = f"{type(exc).__name__}: {exc}"
+    except MemoryError:
+        record["error"] = "MemoryError: the file needs more memory than is free"
+    except Exception as exc:  # a bug of ours: this file's row says so and the batch goes on
+        record["error"] = f"internal error ({type(exc).__name__}: {exc}); please report it"
     record["ms"] = round(1e3 * (time.perf_counter() - t0), 1)
     return record
 
 
-class Writer:
-    """Appends records as they finish (flushed each time), JSON Lines or CSV."""
+def csv_fields(labels) -> list[str]:
+    return ["file", "label"] + [f"p_{label}" for label in labels] + ["modalities", "notes", "ms", "error"]
 
-    def __init__(self, out: Path, labels: list[str]):
-        self.csv = out.suffix.lower() == ".csv"
-        fresh = not out.is_file() or out.stat().st_size == 0
-        self.f = open(out, "a", newline="", encoding="utf-8")
-        self.lock = threading.Lock()
-        if self.csv:
-            self.fields = ["file", "label"] + [f"p_{label}" for label in labels] + ["modalities", "notes", "ms", "error"]
-            self.writer = csv.DictWriter(self.f, fieldnames=self.fields)
-            if fresh:
-                self.writer.writeheader()
 
-    def write(self, record: dict) -> None:
-        with self.lock:
-            if self.csv:
-                row = {"file": record["file"], "label": record.get("label", ""), "ms": record["ms"],
-                       "modalities": "+".join(record.get("modalities", [])), "notes": " | ".join(record.get("notes", [])),
-                       "error": record.get("error", "")}
-                row.update({f"p_{k}": f"{v:.6f}" for k, v in record.get("probabilities", {}).items()})
-                self.writer.writerow(row)
-            else:
-                self.f.write(json.dumps(record) + "\n")
-            self.f.flush()
+def csv_cells(record: dict) -> dict:
+    row = {"file": record["file"], "label": record.get("label", ""), "ms": record.get("ms", ""),
+           "modalities": "+".join(record.get("modalities", [])), "notes": " | ".join(record.get("notes", [])),
+           "error": record.get("error", "")}
+    row.update({f"p_{k}": f"{v:.6f}" for k, v in record.get("probabilities", {}).items()})
+    return row
+
+
+def open_rows(out: Path, labels, inputs=()) -> ResumableRows:
+    """The batch's results file (not yet opened)."""
+    return ResumableRows(out, fields=csv_fields(labels), key="file", flatten=csv_cells, inputs=inputs)
+
+
+class _Progress:
+    """tqdm's bar where tqdm is installed; without it, failures are still printed (and the
+    missing bar said once)."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, desc="batch", unit="file", file=sys.stderr)
+            except ImportError:
+                print("note: no progress bar (tqdm is not installed: pip install tqdm)", file=sys.stderr)
+
+    def write(self, text: str) -> None:
+        (self.bar.write if self.bar is not None else lambda t: print(t, file=sys.stderr, flush=True))(text)
+
+    def update(self) -> None:
+        if self.bar is not None:
+            self.bar.update()
 
     def close(self) -> None:
-        self.f.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def run(predictor, inputs, out: Path, workers: int = 1, use_audio: bool = True, use_video: bool = True,
-        progress: bool = True, engine: str = "local") -> dict:
-    """Predict every media file in `inputs` into `out`; returns counts. engine "local": threads
-    sharing `predictor`; "ray": Ray Data, one Predictor per actor (the same bundle and options),
-    on the Ray cluster RAY_ADDRESS names, or a local one."""
-    from tqdm import tqdm
-
+        progress: bool = True, engine: str = "local", retry_failed: bool = True,
+        rows: ResumableRows | None = None) -> dict:
+    """Predict every media file in `inputs` into `out`; returns counts: files, done (predicted
+    now), failed (failed now), skipped (already predicted), kept_failed (failed before, not
+    retried), repaired (bytes of a torn last row cut), interrupted (Ctrl-C: the output holds
+    every finished row and a rerun resumes). engine "local": threads sharing `predictor`;
+    "ray": Ray Data, one Predictor per actor. `rows`: the output already opened (the command
+    line takes the lock before loading the model); closed here."""
     files = collect(inputs)
-    skip = done_files(out)
-    todo = [f for f in files if str(f) not in skip]
-    counts = {"files": len(files), "skipped": len(files) - len(todo), "done": 0, "failed": 0}
-    writer = Writer(out, predictor.labels)
-    bar = tqdm(total=len(todo), desc="batch", unit="file", disable=not progress, file=sys.stderr)
-    records = _ray_records if engine == "ray" else _local_records
+    if rows is None:
+        check_media_packages(files)
+        rows = open_rows(out, predictor.labels, files).open()
+    counts = {"files": len(files), "skipped": 0, "done": 0, "failed": 0, "kept_failed": 0,
+              "repaired": rows.repaired, "interrupted": False}
+    bar = None
     try:
-        for record in records(predictor, todo, max(1, workers), use_audio, use_video):
-            writer.write(record)
-            counts["failed" if "error" in record else "done"] += 1
-            if "error" in record:
-                bar.write(f"failed: {record['file']}: {record['error']}", file=sys.stderr)
-            bar.update()
+        wanted = {str(f) for f in files}
+        good = {r["file"] for r in rows.rows if not r.get("error")}
+        seen: set[str] = set()
+
+        def keep(row) -> bool:  # one row per file: the prediction, else (unless retried) the last error
+            name = row["file"]
+            if name in seen or (row.get("error") and name in good):
+                return False
+            if row.get("error") and retry_failed and name in wanted:
+                return False
+            seen.add(name)
+            return True
+
+        rows.keep(keep)
+        done = {r["file"] for r in rows.rows}
+        todo = [f for f in files if str(f) not in done]
+        counts["skipped"] = sum(1 for f in files if str(f) in good)
+        counts["kept_failed"] = len(files) - len(todo) - counts["skipped"]
+        bar = _Progress(len(todo), progress)
+        if rows.repaired:
+            bar.write(f"note: {out}: cut a torn last row ({rows.repaired} bytes) left by an interrupted run")
+        records = _ray_records if engine == "ray" else _local_records
+        stream = records(predictor, todo, max(1, workers), use_audio, use_video)
+        try:
+            for record in stream:
+                rows.append(record)
+                counts["failed" if "error" in record else "done"] += 1
+                if "error" in record:
+                    bar.write(f"failed: {record['file']}: {record['error']}")
+                bar.update()
+        except KeyboardInterrupt:
+            counts["interrupted"] = True
+        finally:
+            stream.close()  # stops the workers: nothing queued is predicted
     finally:
-        bar.close()
-        writer.close()
+        if bar is not None:
+            bar.close()
+        rows.close()
     return counts
 
 
+_DONE = object()
+
+
 def _local_records(predictor, todo, workers, use_audio, use_video):
-    with ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(predict_one, predictor, f, use_audio, use_video) for f in todo]
-        for future in as_completed(futures):
-            yield future.result()
+    """Records as they finish. Each thread takes the next file only when it is free; closing
+    the generator (Ctrl-C) stops them taking more, and does not wait for the ones running
+    (their results are not written; a rerun predicts those files)."""
+    tasks = iter(todo)
+    take = threading.Lock()
+    stop = threading.Event()
+    results: queue.Queue = queue.Queue()
+
+    def work():
+        try:
+            while not stop.is_set():
+                with take:
+                    path = next(tasks, None)
+                if path is None:
+                    break
+                results.put(predict_one(predictor, path, use_audio, use_video))
+        finally:
+            results.put(_DONE)
+
+    threads = [threading.Thread(target=work, name=f"batch-{i}", daemon=True) for i in range(min(workers, len(todo)))]
+    for t in threads:
+        t.start()
+    running = len(threads)
+    try:
+        while running:
+            try:
+                item = results.get(timeout=0.1)  # short waits: Ctrl-C is seen at once
+            except queue.Empty:
+                continue
+            if item is _DONE:
+                running -= 1
+            else:
+                yield item
+    finally:
+        stop.set()
 
 
 class RayWorker:
@@ -154,7 +253,9 @@ class RayWorker:
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
-        records = [predict_one(self.predictor, Path(str(f)), self.use_audio, self.use_video) for f in batch["file"]]
+        # Names travel as bytes (os.fsencode): Arrow strings must be UTF-8, a file name need not be.
+        records = [predict_one(self.predictor, Path(os.fsdecode(bytes(f))), self.use_audio, self.use_video)
+                   for f in batch["path"]]
         return {"record": np.array([json.dumps(r) for r in records], dtype=object)}
 
 
@@ -170,7 +271,7 @@ def _ray_records(predictor, todo, workers, use_audio, use_video):
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours counts files
     vad = predictor.vad is not None
-    ds = ray.data.from_items([{"file": str(f)} for f in todo], override_num_blocks=len(todo))
+    ds = ray.data.from_items([{"path": os.fsencode(f)} for f in todo], override_num_blocks=len(todo))
     done = ds.map_batches(RayWorker, batch_size=1, concurrency=workers, num_cpus=1,
                           fn_constructor_kwargs=dict(bundle=str(predictor.bundle.resolve()), backend=predictor.backend,
                                                      vad=vad, use_audio=use_audio, use_video=use_video))

@@ -251,6 +251,7 @@ class Predictor:
             if not decoded:
                 raise InvalidInputError(f"{video_path}: no frames could be decoded from the audio window")
             frames = np.stack([decoded[i] for i in sorted(decoded)])
+            notes += media.video_notes(video_path)  # rotation applied, as a player shows it
         result = self.predict(audio=audio, sample_rate=rate, frames=frames)
         return replace(result, notes=tuple(notes) + result.notes) if notes else result
 

@@ -394,3 +394,39 @@ def test_fuzz_manifests_never_raise_anything_else(fuzz_bundle, data):
     assert list(got) == manifest["labels"]
     if not any(k in NUMERIC for k in manifest if manifest[k] != original[k]):
         assert max(abs(got[k] - want[k]) for k in want) <= 1e-6, "a manifest edit changed the answer silently"
+
+
+# -- results files cut anywhere -------------------------------------------------------------
+NAMES = st.one_of(st.text(min_size=1, max_size=12),  # any text: commas, quotes, newlines, emoji
+                  st.binary(min_size=1, max_size=12).map(os.fsdecode))  # any bytes: names that are not UTF-8
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(names=st.lists(NAMES, min_size=1, max_size=6, unique=True), cut=st.floats(0, 1),
+       suffix=st.sampled_from([".jsonl", ".csv"]))
+def test_fuzz_a_results_file_cut_anywhere_resumes_to_every_row_once(tmp_path_factory, names, cut, suffix):
+    """A writer killed at any byte: reopening keeps exactly the complete rows (names byte for
+    byte), cuts the rest, and the missing rows appended give every name once."""
+    from foal_edge.outputs import ResumableRows
+
+    out = tmp_path_factory.mktemp("rows") / f"results{suffix}"
+    fields = ["file", "label", "error"]
+    with ResumableRows(out, fields=fields) as rows:
+        ends = []
+        for name in names:
+            rows.append({"file": name, "label": "happy"})
+            ends.append(out.stat().st_size)
+    data = out.read_bytes()
+    keep = int(cut * len(data))
+    out.write_bytes(data[:keep])
+    complete = sum(1 for end in ends if end <= keep)
+    with ResumableRows(out, fields=fields) as rows:
+        got = [r["file"] for r in rows.rows]
+        assert [os.fsencode(n) for n in got] == [os.fsencode(n) for n in names[:complete]]
+        assert out.stat().st_size == (ends[complete - 1] if complete else (0 if suffix == ".jsonl" else
+                                                                            len(rows._header)))
+        for name in names[complete:]:
+            rows.append({"file": name, "label": "sad"})
+    with ResumableRows(out, fields=fields) as rows:
+        assert [os.fsencode(r["file"]) for r in rows.rows] == [os.fsencode(n) for n in names]
+        assert rows.repaired == 0

@@ -104,7 +104,9 @@ def test_batch_runs_on_ray_data(server, tiny_bundle, tmp_path):
         if "error" not in r:
             assert on_ray[f]["label"] == r["label"]
             assert max(abs(on_ray[f]["probabilities"][k] - v) for k, v in r["probabilities"].items()) <= 1e-5
-    assert cli(common + ["--out", str(tmp_path / "ray.jsonl"), "--engine", "ray"]) == 0  # nothing left to do
+    # Resumed: only the failed file is retried (still broken, so status 1), nothing twice.
+    assert cli(common + ["--out", str(tmp_path / "ray.jsonl"), "--engine", "ray"]) == 1
+    assert len(read(tmp_path / "ray.jsonl")) == 5
 
 
 def test_predict_batch_isolates_each_clips_failure(tiny_bundle):
