@@ -70,13 +70,23 @@ class AudioEncoder(nn.Module):
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return conv_output_length(lengths, self.config.conv_kernel, self.config.conv_stride)
 
-    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def final_dropout(self) -> float:
+        """The WavLM config's final_dropout (what the reference applies to the encoder output)."""
+        return float(getattr(self.wavlm.config, "final_dropout", 0.0) or 0.0)
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None,
+                with_features: bool = False):
+        """-> last hidden layer [B, T_a, D_a]; with `with_features`, also the conv feature
+        extractor's output after its LayerNorm [B, T_a, C] (the transformer's input features,
+        which VAVL's reconstruction task reconstructs)."""
         # waveform: [B, S]
         if lengths is None:
             mean = waveform.mean(dim=1, keepdim=True)
             var = waveform.var(dim=1, keepdim=True, unbiased=False)
             x = (waveform - mean) / torch.sqrt(var + 1e-7)
-            return self.wavlm(x).last_hidden_state  # [B, T_a, D_a]
+            out = self.wavlm(x)
+            return (out.last_hidden_state, out.extract_features) if with_features else out.last_hidden_state
         valid = (torch.arange(waveform.shape[1], device=waveform.device)[None, :] < lengths[:, None])
         n = valid.sum(dim=1, keepdim=True).clamp(min=1).to(waveform.dtype)
         fvalid = valid.to(waveform.dtype)  # [B, S]
@@ -86,7 +96,8 @@ class AudioEncoder(nn.Module):
         # The attention mask keeps padded frames out of self-attention and the relative
         # position bias: a clip padded in a batch gets the features it gets alone (which is
         # what the runtime computes, one clip at a time, unpadded).
-        return self.wavlm(x, attention_mask=valid.long()).last_hidden_state  # [B, T_a, D_a]
+        out = self.wavlm(x, attention_mask=valid.long())
+        return (out.last_hidden_state, out.extract_features) if with_features else out.last_hidden_state
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

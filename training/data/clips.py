@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +50,20 @@ def load_audio(path: Path, config: FoalConfig) -> np.ndarray:
     return audio[: config.audio_samples]  # the paper cuts to the window
 
 
-def load_clips(utterances: list[Utterance], config: FoalConfig, progress: bool = True) -> list[Clip]:
-    """Read every utterance's audio and sampled frames; each dialog video is decoded once."""
+def speaker_half(frame: np.ndarray, side: str) -> np.ndarray:
+    """The left or right half of a split-screen frame [H, W, 3]."""
+    half = frame.shape[1] // 2
+    return frame[:, :half] if side == "left" else frame[:, half:]
+
+
+def load_clips(utterances: list[Utterance], config: FoalConfig, progress: bool = True,
+               video_region: str = "full") -> list[Clip]:
+    """Read every utterance's audio and sampled frames; each dialog video is decoded once.
+    video_region "speaker": IEMOCAP's dialog videos show both actors side by side, and only
+    the speaking actor's half (Utterance.video_side) is kept, then CLIP-preprocessed;
+    "full": the whole frame."""
+    if video_region not in ("speaker", "full"):
+        raise ValueError(f"video_region must be 'speaker' or 'full', not {video_region!r}")
     from tqdm import tqdm
 
     by_video: dict[Path, list[Utterance]] = defaultdict(list)
@@ -74,6 +87,11 @@ def load_clips(utterances: list[Utterance], config: FoalConfig, progress: bool =
             frames = [decoded[i] for i in wanted[u.id] if i in decoded]
             if not frames:
                 raise ValueError(f"{video}: no frames in turn {u.id} ({u.start:.2f}-{u.end:.2f} s)")
+            if video_region == "speaker":
+                if u.video_side not in ("left", "right"):
+                    raise ValueError(f"{u.id}: which half of {video.name} shows its speaker is unknown (IEMOCAP "
+                                     "names: SesNN[F|M]_..., turns ..._F000 / _M000); use --video-region full")
+                frames = [speaker_half(f, u.video_side) for f in frames]
             frames = np.stack([preprocess.resize_and_crop(f, config.video.image_size) for f in frames])
             clips[u.id] = Clip(u.id, u.session, u.speaker, u.label_index, np.asarray(u.vad, np.float32),
                                load_audio(u.wav, config), frames)
@@ -86,13 +104,15 @@ class EmbeddingCache:
     """Frozen-CLIP frame embeddings on disk, one .npy per utterance, keyed by the tower's
     weights and the frame sampling (frames per clip, image size)."""
 
-    def __init__(self, root, video_encoder, config: FoalConfig):
+    def __init__(self, root, video_encoder, config: FoalConfig, video_region: str = "full"):
         digest = hashlib.sha256()
         for name, tensor in sorted(video_encoder.state_dict().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().numpy().tobytes())
         model_key = f"{config.preset}-{digest.hexdigest()[:16]}"
         sampling_key = f"k{config.frames_per_clip}-s{config.video.image_size}"
+        if video_region != "full":
+            sampling_key += f"-{video_region}"
         self.dir = Path(root) / model_key / sampling_key
         self.encoder = video_encoder
         self.config = config
@@ -114,7 +134,7 @@ class EmbeddingCache:
                 x = torch.from_numpy(preprocess.normalize_frames(clip.frames, self.config.clip_mean,
                                                                  self.config.clip_std))
                 clip.embeddings = torch.cat([self.encoder(c) for c in x.split(batch_size)]).numpy()
-                tmp = self.dir / f"{clip.id}.tmp.npy"
+                tmp = self.dir / f"{clip.id}.{os.getpid()}.tmp.npy"  # several processes may share the cache
                 np.save(tmp, clip.embeddings)
                 tmp.replace(self.dir / f"{clip.id}.npy")
 
