@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="freeze the video tower (cached embeddings), as the paper freezes CLIP")
     p.add_argument("--video-region", choices=("auto", "speaker", "full"), default="auto",
                    help="which part of the dialog frame the video tower sees (training.train --video-region)")
+    p.add_argument("--plot-pooled", action="store_true",
+                   help="also write ablation.png (every run pooled); analysis.png (by fold) is always written")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: leave a core to other work)")
     return p
 
@@ -76,7 +78,7 @@ def run_args(args, name: str, seed: int, out: Path) -> argparse.Namespace:
     flags = ["--data", args.data, "--root", str(args.root), "--preset", args.preset, "--epochs", str(args.epochs),
              "--lr", str(args.lr), "--batch-size", str(args.batch_size), "--schedule", args.schedule,
              "--objective", args.objective, "--patience", str(args.patience), "--mem-head", args.mem_head,
-             "--seed", str(seed), "--out", str(out), "--resume", "--quiet",
+             "--seed", str(seed), "--out", str(out), "--resume", "--quiet", "--cache-audio-conv",
              "--cache", str(args.out / "embedding-cache"), "--video-region", args.video_region] + CONFIGS[name]
     if args.init:
         flags += ["--init", str(args.init)]
@@ -154,7 +156,8 @@ def write_reports(args, runs: list[dict], command: str, started: float) -> None:
         cells = [np.mean([r["UA"] for r in runs if r["config"] == name and r["fold"] == f] or [np.nan]) for f in folds]
         lines.append(f"| {name} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
     (args.out / "ablation.md").write_text("\n".join(lines) + "\n")
-    plot(summary, runs, args.out / "ablation.png")
+    if args.plot_pooled:
+        plot(summary, runs, args.out / "ablation.png")
 
 
 def plot(summary: dict, runs: list[dict], path: Path) -> None:

@@ -148,9 +148,10 @@ class FoalNet(nn.Module):
         return model
 
     # -- forward ------------------------------------------------------------------------
-    def encode_audio(self, waveform, lengths=None, with_features: bool = False):
-        """-> (hidden [B, T_a, D_a], mask [B, T_a]) (+ the conv features with `with_features`)"""
-        hidden = self.audio_encoder(waveform, lengths, with_features=with_features)
+    def encode_audio(self, waveform, lengths=None, with_features: bool = False, conv=None):
+        """-> (hidden [B, T_a, D_a], mask [B, T_a]) (+ the conv features with `with_features`);
+        `conv` [B, C, T]: precomputed conv extractor output (AudioEncoder.conv_features)."""
+        hidden = self.audio_encoder(waveform, lengths, with_features=with_features, conv_features=conv)
         if with_features:
             hidden, features = hidden
             return (*self.encode_audio_mask(hidden, lengths), features)
@@ -169,9 +170,9 @@ class FoalNet(nn.Module):
         B, T = frames.shape[:2]
         return self.video_encoder(frames.flatten(0, 1)).view(B, T, -1)
 
-    def forward(self, waveform, video, video_mask, audio_lengths=None):
+    def forward(self, waveform, video, video_mask, audio_lengths=None, audio_conv=None):
         """Inference: `video` is frames [B, T, 3, H, W] or embeddings [B, T, D_v]."""
-        audio, audio_mask = self.encode_audio(waveform, audio_lengths)
+        audio, audio_mask = self.encode_audio(waveform, audio_lengths, conv=audio_conv)
         if video.dim() == 5:
             video = self.encode_video(video)
         return self.fusion(audio, audio_mask, video, video_mask.to(audio.dtype))
@@ -182,7 +183,8 @@ class FoalNet(nn.Module):
         labels [B], and attributes [B, 3] when the attribute head is trained."""
         cfg, w = self.config, self.config.loss
         reconstruct = w.reconstruction > 0
-        encoded = self.encode_audio(batch["waveform"], batch.get("audio_lengths"), with_features=reconstruct)
+        encoded = self.encode_audio(batch["waveform"], batch.get("audio_lengths"), with_features=reconstruct,
+                                    conv=batch.get("audio_conv"))
         audio, audio_mask = encoded[:2]
         video = batch["video_embeddings"] if "video_embeddings" in batch else self.encode_video(batch["frames"])
         video_mask = batch["video_mask"].to(audio.dtype)

@@ -148,7 +148,7 @@ def evaluate(model, clips, config, batch_size: int, device) -> dict:
     for i in range(0, len(clips), batch_size):
         batch = {k: v.to(device) for k, v in collate(clips[i:i + batch_size], config).items()}
         video = batch.get("video_embeddings", batch.get("frames"))
-        res = model(batch["waveform"], video, batch["video_mask"], batch["audio_lengths"])
+        res = model(batch["waveform"], video, batch["video_mask"], batch["audio_lengths"], batch.get("audio_conv"))
         for key, t in zip(("fused", "audio", "video", "attributes"), res):
             outs[key].append(t.float().cpu().numpy())
     gold = [c.label for c in clips]
@@ -220,6 +220,12 @@ def train_fold(args, cfg, corpus_clips, test_session: int, out: Path, rank: int,
         init_encoders(model, args.init)
     if cfg.freeze_video and not all(c.embeddings is not None for c in corpus_clips):
         EmbeddingCache(args.cache, model.video_encoder, cfg, args.video_region).fill(corpus_clips)
+    for c in corpus_clips:  # a previous run's conv features belong to that run's weights
+        c.conv = None
+    if args.cache_audio_conv:
+        with torch.no_grad():
+            for c in corpus_clips:
+                c.conv = model.audio_encoder.conv_features(torch.from_numpy(c.audio)).numpy()
     train_clips = [c for c in corpus_clips if c.session != test_session]
     test_clips = [c for c in corpus_clips if c.session == test_session]
     sessions = sorted({c.session for c in corpus_clips})
@@ -487,6 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-excited", action="store_true", help="leave 'excited' out instead of merging it into happy")
     p.add_argument("--val-fraction", type=float, default=0.15, help="with --val split: the validation share")
     p.add_argument("--cache", default=None, help="CLIP embedding cache directory (default OUT/embedding-cache)")
+    p.add_argument("--cache-audio-conv", action="store_true",
+                   help="compute the frozen WavLM conv extractor's output once per fold and train the transformer "
+                        "on it (the same features, faster; keeps them in memory: fine for small corpora)")
     p.add_argument("--seed", type=int, default=1234, help="seed for weights, sampling and MEM negatives")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--out", required=True, help="output directory (one foldN/ per test session)")

@@ -37,6 +37,7 @@ class Clip:
     audio: np.ndarray  # float32 [S], S <= window
     frames: np.ndarray | None  # uint8 [K, 224, 224, 3], K <= frames per clip
     embeddings: np.ndarray | None = None  # float32 [K, D_v], from the cache
+    conv: np.ndarray | None = None  # float32 [C, T]: the frozen WavLM conv extractor's output (one run's)
     # Which modalities training may use (missing-modality training and the unimodal baselines).
     has_audio: bool = True
     has_video: bool = True
@@ -154,6 +155,12 @@ def collate(clips: list[Clip], config: FoalConfig) -> dict[str, torch.Tensor]:
         "labels": torch.tensor([c.label for c in clips]),
         "attributes": torch.from_numpy(np.stack([c.vad for c in clips])),
     }
+    if all(c.conv is not None for c in clips):
+        T = max(c.conv.shape[1] for c in clips)
+        conv = np.zeros((B, clips[0].conv.shape[0], T), np.float32)
+        for i, c in enumerate(clips):
+            conv[i, :, : c.conv.shape[1]] = c.conv
+        batch["audio_conv"] = torch.from_numpy(conv)
     if not all(c.has_audio and c.has_video for c in clips):
         batch["has_audio"] = torch.tensor([c.has_audio for c in clips])
         batch["has_video"] = torch.tensor([c.has_video for c in clips])
