@@ -226,10 +226,9 @@ class FoalNet(nn.Module):
         if (w.avel > 0 or w.mem > 0) and len(labels) > 1:
             pa = self.avel_audio(masked_mean(audio, audio_mask))
             pv = self.avel_video(masked_mean(video, video_mask))
-            avel, _ = losses.avel_loss(losses.gather_across_ranks(pa), losses.gather_across_ranks(pv),
-                                       losses.gather_across_ranks(labels), self.avel_scale, cfg.avel_temperature)
-            # MEM draws its negatives from this rank's own batch.
-            s_av = losses.similarity_logits(pa, pv, self.avel_scale, cfg.avel_temperature)
+            pa_all, pv_all, labels_all = (losses.gather_across_ranks(pa), losses.gather_across_ranks(pv),
+                                          losses.gather_across_ranks(labels))
+            avel, _ = losses.avel_loss(pa_all, pv_all, labels_all, self.avel_scale, cfg.avel_temperature)
             if w.avel > 0:
                 out["avel"] = avel
                 # What AVEL is when the similarities say nothing (a uniform softmax): each row's
@@ -238,8 +237,19 @@ class FoalNet(nn.Module):
                 out["avel_uniform"] = (positives * math.log(len(labels))).mean()
                 total = total + w.avel * avel
             if w.mem > 0:
+                # Negatives from the whole batch, over all ranks under torchrun (as the reference):
+                # this rank's audio against every video, its video against every audio.
+                candidates = None
+                if len(labels_all) > len(labels):
+                    candidates = (*losses.gather_padded(audio, audio_mask), *losses.gather_padded(video, video_mask),
+                                  labels_all)
+                with torch.no_grad():
+                    s_av = losses.similarity_logits(pa, pv_all, self.avel_scale, cfg.avel_temperature)
+                    s_va = (s_av.t() if candidates is None
+                            else losses.similarity_logits(pv, pa_all, self.avel_scale, cfg.avel_temperature))
                 mem = losses.mem_loss(self.fusion, audio, audio_mask, video, video_mask, labels,
-                                      s_av.detach(), self.mem_audio, self.mem_video, generator)
+                                      s_av, self.mem_audio, self.mem_video, generator, s_va=s_va,
+                                      candidates=candidates)
                 if mem is not None:  # None: a single-label batch has no negatives
                     out["mem"] = mem
                     total = total + w.mem * mem
