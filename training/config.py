@@ -60,7 +60,7 @@ class AudioConfig:
             num_conv_pos_embedding_groups=self.num_conv_pos_embedding_groups,
             num_buckets=self.num_buckets,
             max_bucket_distance=self.max_bucket_distance,
-            # Deterministic fine-tuning: no SpecAugment, no LayerDrop (see README departures).
+            # Deterministic fine-tuning: no SpecAugment, no LayerDrop (docs/training-departures.md).
             apply_spec_augment=False,
             mask_time_prob=0.0,
             layerdrop=0.0,
