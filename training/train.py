@@ -333,16 +333,20 @@ def train_fold(args, cfg, corpus_clips, test_session: int, out: Path, rank: int,
                "val_UA_audio": val["audio"]["UA"], "val_UA_video": val["video"]["UA"]}
         history.append(row)
         row["val_UA_smoothed"] = smoothed(history, "val_UA", args.select_window)
+        # Selection: the best mean validation UA over the last `select_window` epochs (the
+        # window's last epoch is kept); a later epoch wins ties, since the smoothing already
+        # guards against a lucky one. Every rank decides it (each validates on all clips), so
+        # early stopping ends every rank at the same epoch.
+        improved = (len(history) >= min(args.select_window, args.epochs)
+                    and row["val_UA_smoothed"] >= best["smoothed_UA"])
+        if improved:
+            best = {"epoch": epoch + 1, "UA": row["val_UA"], "smoothed_UA": row["val_UA_smoothed"]}
         if rank == 0:
             if not args.quiet:
                 print(f"fold {test_session} epoch {epoch + 1}/{args.epochs}: loss {row['loss']:.4f} "
                       f"val UA {row['val_UA']:.3f} WA {row['val_WA']:.3f} (audio-only UA {row['val_UA_audio']:.3f}, "
                       f"video-only UA {row['val_UA_video']:.3f})", flush=True)
-            # Selection: the best mean validation UA over the last `select_window` epochs (the
-            # window's last epoch is kept); a later epoch wins ties, since the smoothing already
-            # guards against a lucky one.
-            if len(history) >= min(args.select_window, args.epochs) and row["val_UA_smoothed"] >= best["smoothed_UA"]:
-                best = {"epoch": epoch + 1, "UA": row["val_UA"], "smoothed_UA": row["val_UA_smoothed"]}
+            if improved:
                 model.save(out)  # the selected model, as export takes it
             save_state(state_dir, model, optimizer, epoch, history, best, generators)
 
