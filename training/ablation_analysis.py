@@ -8,7 +8,8 @@ and writes analysis.json, analysis.md and analysis.png beside them.
 The unit of analysis is the test fold (a held-out IEMOCAP session): runs with several seeds
 on one fold share its test clips and speakers, so they are not independent replications.
 Each configuration's test UA is averaged over its seeds per fold; a comparison with the
-reference configuration is the 5 per-fold differences of those means, tested with a paired
+reference configuration is the 5 per-fold differences of those means (over the seeds both
+have finished), tested with a paired
 t-test and an exact sign-flip permutation test over the folds (2^5 = 32 sign patterns),
 Holm-corrected across the comparisons made. The power to detect a 2-point UA difference
 follows from the measured SD of the per-fold differences (a paired t-test at alpha 0.05).
@@ -97,14 +98,16 @@ def holm(pvalues: dict[str, float]) -> dict[str, float]:
 def compare(runs: list[dict], reference: str, others: list[str], effect: float = 0.02) -> dict:
     from scipy import stats
 
-    ref = fold_means(runs, reference)
+    ref = {(r["seed"], r["fold"]): r["UA"] for r in runs if r["config"] == reference}
     out = {}
     for name in others:
-        mine = fold_means(runs, name)
-        folds = sorted(set(ref) & set(mine))
+        # Per fold, the mean over the seeds both configurations have finished (paired seeds).
+        mine = {(r["seed"], r["fold"]): r["UA"] for r in runs if r["config"] == name}
+        common = set(ref) & set(mine)
+        folds = sorted({f for _, f in common})
         if len(folds) < 2:
             continue
-        d = np.array([mine[f] - ref[f] for f in folds])
+        d = np.array([np.mean([mine[k] - ref[k] for k in common if k[1] == f]) for f in folds])
         sd = float(d.std(ddof=1))
         half = float(stats.t.ppf(0.975, len(d) - 1) * sd / math.sqrt(len(d)))
         t_p = float(stats.ttest_1samp(d, 0.0).pvalue) if sd > 0 else float("nan")
@@ -229,6 +232,7 @@ def plot(runs, summ, comp, reference, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
     folds = sorted({r["fold"] for r in runs})
@@ -253,7 +257,8 @@ def plot(runs, summ, comp, reference, path: Path) -> None:
     for x in (-0.02, 0.02):
         right.axvline(x, color="red", lw=0.6, ls="--")
     right.set_yticks(range(len(comp)), [f"{n} - {reference}" for n in comp])
-    right.set_xlabel("test UA difference (fold means; 95% t interval; dashed: +-2 points)")
+    right.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
+    right.set_xlabel("UA difference per fold (grey), mean and 95% t interval;\ndashed: +-2 points", fontsize=9)
     right.set_title("Paired over the folds")
     right.grid(axis="x", alpha=0.3)
     fig.tight_layout()
