@@ -109,29 +109,46 @@ def test_weighted_ccc_loss():
     assert abs(float(losses.ccc_loss(pred, gold, (0.2, 0.7, 1.0))) - expected) < 1e-5
 
 
-def test_mem_mlp_head_can_compare_the_modalities_a_linear_head_cannot():
-    """The pooled cross-attention output is close to audio part + video part; "same emotion?"
-    is then an XOR of the two, which a linear head cannot fit and the MLP head can."""
+def _fit(head, x, y):
+    opt = torch.optim.LBFGS(head.parameters(), max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(head(x), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        return F.cross_entropy(head(x), y).item()
+
+
+def test_mem_same_emotion_is_linearly_separable_after_the_layernorm():
+    """"Same emotion?" from a pooled vector that holds an audio part and a video part is an
+    XOR of the two: a linear head cannot fit it on their SUM. But each cross-attention layer
+    ends in LayerNorm(out + residual), and the LayerNorm of (shared constant + audio part +
+    video part) is not additive: its mean and scale depend on whether the parts agree, and
+    then a linear head fits the XOR exactly. So the paper's linear MEM head is not ruled out
+    by its form; whether MEM learns is a measured question (docs/training-departures.md)."""
     from training.model import matching_head
 
     torch.manual_seed(0)
     a_val, v_val = torch.randint(0, 2, (2, 512))  # the valence each modality shows
-    x = torch.zeros(512, 16)
-    x[:, 0] = a_val * 2.0 - 1  # audio's part of the pooled vector
-    x[:, 1] = v_val * 2.0 - 1  # video's part
-    x += 0.05 * torch.randn_like(x)
+    parts = torch.zeros(512, 16)
+    parts[:, 0] = a_val * 2.0 - 1  # audio's part of the pooled vector
+    parts[:, 1] = v_val * 2.0 - 1  # video's part
+    shared = torch.zeros(16)
+    shared[2] = 1.0  # what every clip has in common (biases, the residual's mean)
     same = (a_val == v_val).long()
-    final = {}
-    for kind in ("linear", "mlp"):
-        head = matching_head(16, kind)
-        opt = torch.optim.Adam(head.parameters(), lr=1e-2)
-        for _ in range(300):
-            loss = F.cross_entropy(head(x), same)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        final[kind] = loss.item()
-    assert final["linear"] > 0.6 and final["mlp"] < 0.1, final
+    noise = 0.02 * torch.randn(512, 16)
+    summed = shared + parts + noise
+    normed = F.layer_norm(shared + parts, (16,)) + noise
+    linear_sum = _fit(matching_head(16, "linear"), summed, same)
+    linear_norm = _fit(matching_head(16, "linear"), normed, same)
+    mlp_sum = _fit(matching_head(16, "mlp"), summed, same)
+    assert linear_sum > 0.66, linear_sum  # ln 2 = 0.693: chance
+    assert linear_norm < 0.1, linear_norm
+    assert mlp_sum < 0.1, mlp_sum
 
 
 def test_mem_head_kind_is_kept_in_the_checkpoint(tmp_path):

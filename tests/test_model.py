@@ -184,3 +184,71 @@ def test_a_clip_missing_a_modality_trains_only_the_heads_it_can(tiny_model):
     video_head = [p.grad for p in tiny_model.fusion.video_head.parameters()]
     assert all(g is None or float(g.abs().max()) == 0.0 for g in video_head)
     assert float(tiny_model.fusion.audio_head.linear.weight.grad.abs().max()) > 0
+
+
+def test_encoder_dropout_follows_the_wavlm_config(tiny_model):
+    """The reference applies its WavLM config's final_dropout to both encoders' outputs
+    before fusion, AVEL and MEM: transformers' default config (the presets without --wavlm)
+    says 0.1; microsoft/wavlm-large's config.json says 0.0. Inference is unaffected."""
+    assert tiny_model.audio_encoder.wavlm.config.final_dropout == pytest.approx(0.1)
+    assert tiny_model.encoder_dropout.p == pytest.approx(0.1)
+    assert FoalNet.from_preset("tiny", encoder_dropout=0.0).encoder_dropout.p == 0.0
+    batch = make_batch(tiny_model, batch=4)
+    tiny_model.train()
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(1)
+    a = tiny_model.training_step(batch, g)["logits"]
+    torch.manual_seed(2)
+    b = tiny_model.training_step(batch, torch.Generator().manual_seed(0))["logits"]
+    assert not torch.allclose(a, b)  # dropout draws differ in training
+    tiny_model.eval()
+    with torch.no_grad():
+        x = tiny_model(batch["waveform"], batch["frames"], batch["video_mask"], batch["audio_lengths"])[0]
+        y = tiny_model(batch["waveform"], batch["frames"], batch["video_mask"], batch["audio_lengths"])[0]
+    assert torch.equal(x, y)
+
+
+def test_cached_conv_features_give_the_same_model_output(tiny_model):
+    """--cache-audio-conv: the frozen conv extractor's output computed per clip, alone, then
+    padded into the batch, gives what the whole model computes from the waveforms."""
+    import numpy as np
+
+    from training.data.clips import Clip, collate
+
+    rng = np.random.default_rng(0)
+    clips = [Clip(str(i), 1, "x", 0, np.zeros(3, np.float32), rng.normal(0, 0.1, n).astype(np.float32), None,
+                  embeddings=rng.normal(size=(8, 48)).astype(np.float32)) for i, n in enumerate([16000, 24000, 9000])]
+    cfg = tiny_model.config
+    plain = collate(clips, cfg)
+    with torch.no_grad():
+        ref = tiny_model(plain["waveform"], plain["video_embeddings"], plain["video_mask"], plain["audio_lengths"])
+        for c in clips:
+            c.conv = tiny_model.audio_encoder.conv_features(torch.from_numpy(c.audio)).numpy()
+        cached = collate(clips, cfg)
+        got = tiny_model(cached["waveform"], cached["video_embeddings"], cached["video_mask"],
+                         cached["audio_lengths"], cached["audio_conv"])
+    for r, x in zip(ref, got):
+        assert torch.allclose(r, x, atol=1e-5), float((r - x).abs().max())
+    # The extractor is restored after the call.
+    assert type(tiny_model.audio_encoder.wavlm.feature_extractor).__name__ == "WavLMFeatureEncoder"
+
+
+def test_reconstruction_lets_one_modality_clips_train_their_encoder(seeded):
+    """VAVL's reconstruction task: an audio-only clip's pooled representation reconstructs its
+    time-averaged conv features, which trains the WavLM transformer with no label at all."""
+    model = FoalNet.from_preset("tiny")
+    model.config.loss.reconstruction = 1.0
+    model = FoalNet(model.config)  # the decoders exist only with the task on
+    for name in ("emotion", "avel", "mem", "attributes"):
+        setattr(model.config.loss, name, 0.0)
+    batch = make_batch(model, batch=4)
+    batch["has_audio"] = torch.tensor([True, True, True, True])
+    batch["has_video"] = torch.tensor([False, False, False, False])
+    out = model.training_step(batch, torch.Generator().manual_seed(0))
+    assert out["reconstruction"].item() > 0 and torch.isfinite(out["loss"])
+    out["loss"].backward()
+    layer = model.audio_encoder.wavlm.encoder.layers[0].attention.k_proj.weight
+    assert float(layer.grad.abs().max()) > 0
+    model.config.loss.reconstruction = 0.0
+    plain = FoalNet(model.config)
+    assert not hasattr(plain, "reconstruct_audio")

@@ -1,9 +1,13 @@
 """The ablation: Foal-Net, without AVEL, without MEM, without both, and the two unimodal
-baselines, each over every fold and several seeds, with mean and standard deviation.
+baselines, each over every fold and several seeds.
 
     python -m training.synthetic --out build/ablation-corpus --seconds 1.0 2.0 --seed 2026
     python -m training.ablation --root build/ablation-corpus --init training/demo --freeze-video \\
-        --out benchmarks/results/training/ablation
+        --objective paper --configs foalnet,no-avel,no-mem,no-avel-no-mem --seeds 1,2,3,4,5 \\
+        --out benchmarks/results/training/ablation-paper
+
+Every run's metrics.json is analysed by fold with the seeds nested (`training.ablation_analysis`:
+fold-mean intervals, paired tests over the folds, Holm, power), after each run and on demand.
 
 Resumable: a finished run (its metrics.json) is kept, an unfinished one continues from its
 last epoch; run the same command again after an interruption. The corpus is read once and
@@ -25,7 +29,7 @@ import numpy as np
 import torch
 
 from .train import build_parser as train_parser
-from .train import make_config, read_corpus, train_fold
+from .train import finished, make_config, read_corpus, train_fold
 
 # name -> training flags (on top of the common ones)
 CONFIGS = {
@@ -35,6 +39,9 @@ CONFIGS = {
     "no-avel-no-mem": ["--no-avel", "--no-mem"],
     "audio-only": ["--modality", "audio"],
     "video-only": ["--modality", "video"],
+    # VAVL's setting: 30% of training clips lose one modality; with and without reconstruction
+    "missing30": ["--missing", "0.3"],
+    "missing30-reconstruct": ["--missing", "0.3", "--reconstruct", "1"],
 }
 
 
@@ -51,18 +58,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default=None, help="checkpoint whose encoders every run starts from")
     p.add_argument("--epochs", type=int, default=12, help="epochs per run")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    p.add_argument("--batch-size", type=int, default=16, help="clips per step")
+    p.add_argument("--batch-size", type=int, default=64, help="clips per optimiser step")
+    p.add_argument("--objective", choices=("full", "paper"), default="paper",
+                   help="paper: CE + AVEL + 0.1 MEM only; full: also the unimodal heads' CE and the CCC head")
+    p.add_argument("--patience", type=int, default=0, help="early stopping patience in epochs (0: off)")
+    p.add_argument("--mem-head", choices=("linear", "mlp"), default="linear", help="MEM's matching heads")
+    p.add_argument("--schedule", choices=("constant", "cosine"), default="cosine", help="learning rate schedule")
     p.add_argument("--freeze-video", action="store_true",
                    help="freeze the video tower (cached embeddings), as the paper freezes CLIP")
+    p.add_argument("--video-region", choices=("auto", "speaker", "full"), default="auto",
+                   help="which part of the dialog frame the video tower sees (training.train --video-region)")
+    p.add_argument("--plot-pooled", action="store_true",
+                   help="also write ablation.png (every run pooled); analysis.png (by fold) is always written")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: leave a core to other work)")
     return p
 
 
 def run_args(args, name: str, seed: int, out: Path) -> argparse.Namespace:
     flags = ["--data", args.data, "--root", str(args.root), "--preset", args.preset, "--epochs", str(args.epochs),
-             "--lr", str(args.lr), "--batch-size", str(args.batch_size), "--schedule", "cosine",
-             "--seed", str(seed), "--out", str(out), "--resume", "--quiet",
-             "--cache", str(args.out / "embedding-cache")] + CONFIGS[name]
+             "--lr", str(args.lr), "--batch-size", str(args.batch_size), "--schedule", args.schedule,
+             "--objective", args.objective, "--patience", str(args.patience), "--mem-head", args.mem_head,
+             "--seed", str(seed), "--out", str(out), "--resume", "--quiet", "--cache-audio-conv",
+             "--cache", str(args.out / "embedding-cache"), "--video-region", args.video_region] + CONFIGS[name]
     if args.init:
         flags += ["--init", str(args.init)]
     if args.freeze_video:
@@ -139,7 +156,8 @@ def write_reports(args, runs: list[dict], command: str, started: float) -> None:
         cells = [np.mean([r["UA"] for r in runs if r["config"] == name and r["fold"] == f] or [np.nan]) for f in folds]
         lines.append(f"| {name} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
     (args.out / "ablation.md").write_text("\n".join(lines) + "\n")
-    plot(summary, runs, args.out / "ablation.png")
+    if args.plot_pooled:
+        plot(summary, runs, args.out / "ablation.png")
 
 
 def plot(summary: dict, runs: list[dict], path: Path) -> None:
@@ -175,12 +193,16 @@ def main(argv=None) -> dict:
     if unknown:
         raise SystemExit(f"--configs: unknown {unknown}; known: {list(CONFIGS)}")
     seeds = [int(s) for s in args.seeds.split(",")]
+    (args.out / "settings.json").write_text(json.dumps({"command": command, **{k: str(v) for k, v in vars(args).items()}},
+                                                       indent=2))
     folds = [int(f) for f in args.folds.split(",")]
 
     from .data.clips import load_clips
 
     first = run_args(args, names[0], seeds[0], args.out)
-    clips = load_clips(read_corpus(first).utterances, make_config(first), progress=False)
+    clips = load_clips(read_corpus(first).utterances, make_config(first), progress=False,
+                       video_region=first.video_region)  # read_corpus resolves "auto"
+    args.video_region = first.video_region
     started, runs = time.time(), []
     total = len(names) * len(seeds) * len(folds)
     # Seeds outermost: an interrupted ablation has whole seeds of every configuration.
@@ -190,7 +212,7 @@ def main(argv=None) -> dict:
                 out = args.out / "by-run" / name / f"seed{seed}" / f"fold{fold}"
                 done = out / "metrics.json"
                 run = run_args(args, name, seed, out)
-                if done.is_file() and len(json.loads(done.read_text())["history"]) >= args.epochs:
+                if done.is_file() and finished(json.loads(done.read_text()), args.epochs):
                     metrics = json.loads(done.read_text())
                 else:
                     t = time.time()
@@ -204,6 +226,9 @@ def main(argv=None) -> dict:
                              "fused_UA": metrics["test"]["fused"]["UA"], "audio_UA": metrics["test"]["audio"]["UA"],
                              "video_UA": metrics["test"]["video"]["UA"], "wall_seconds": metrics["wall_seconds"]})
                 write_reports(args, runs, command, started)
+                from .ablation_analysis import write as analyse
+
+                analyse(args.out, command=command)
     return summarise(runs)
 
 

@@ -60,7 +60,7 @@ class AudioConfig:
             num_conv_pos_embedding_groups=self.num_conv_pos_embedding_groups,
             num_buckets=self.num_buckets,
             max_bucket_distance=self.max_bucket_distance,
-            # Deterministic fine-tuning: no SpecAugment, no LayerDrop (see README departures).
+            # Deterministic fine-tuning: no SpecAugment, no LayerDrop (docs/training-departures.md).
             apply_spec_augment=False,
             mask_time_prob=0.0,
             layerdrop=0.0,
@@ -114,6 +114,9 @@ class LossWeights:
     mem: float = 0.1
     unimodal: float = 1.0
     attributes: float = 1.0
+    # VAVL's unimodal reconstruction (0: off): each modality's own representation reconstructs
+    # the time-averaged input features of that modality (FoalNet.training_step).
+    reconstruction: float = 0.0
     # Atmaja & Akagi's search result for (arousal, valence, dominance) is (0.7, 0.2, 1.0);
     # our attribute order is (valence, arousal, dominance).
     ccc: tuple[float, float, float] = (0.2, 0.7, 1.0)
@@ -132,11 +135,16 @@ class FoalConfig:
     # AVEL 11-12x the emotion CE's gradient on the encoders (README, training section).
     avel_temperature: str = "reference"
     # MEM's "same emotion?" heads. "linear" is the paper's Linear(d, 2) on the mean-pooled
-    # cross-attention output. The stacks have no feed-forward layer and a clip's frames look
-    # alike, so that output is close to a sum of an audio part and a video part, and whether
-    # two parts agree is an XOR, which a linear head cannot compute; "mlp" (Linear-GELU-Linear)
-    # can. On the synthetic corpus neither moved MEM far from ln 2 (README, training section).
+    # cross-attention output; "mlp" (Linear-GELU-Linear) is a more capable alternative. Each
+    # cross-attention layer ends in LayerNorm(out + residual), which is not additive, so the
+    # pooled output need not be "audio part + video part" and "same emotion?" can be linearly
+    # separable after it (tests/test_losses.py); whether MEM learns is measured, not argued
+    # (docs/training-departures.md).
     mem_head: str = "linear"
+    # Dropout on the encoder outputs before fusion, AVEL and MEM. None: the WavLM config's
+    # final_dropout, as the reference applies it (0.0 in microsoft/wavlm-large's config.json,
+    # 0.1 in transformers' default WavLMConfig, which the presets without --wavlm use).
+    encoder_dropout: float | None = None
     labels: tuple[str, ...] = EMOTION_LABELS
     sample_rate: int = SAMPLE_RATE
     audio_seconds: float = 6.0

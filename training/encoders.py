@@ -28,6 +28,18 @@ def conv_output_length(samples: torch.Tensor | int, kernels, strides):
     return samples
 
 
+class _GivenFeatures(nn.Module):
+    """Stands in for WavLM's (frozen) conv feature extractor for one call: returns features
+    computed earlier (AudioEncoder.conv_features)."""
+
+    def __init__(self, features: torch.Tensor):
+        super().__init__()
+        self.features = features
+
+    def forward(self, input_values: torch.Tensor) -> torch.Tensor:
+        return self.features
+
+
 class AudioEncoder(nn.Module):
     """waveform [B, samples] float32 at 16 kHz -> last hidden layer [B, T_a, D_a].
 
@@ -70,13 +82,55 @@ class AudioEncoder(nn.Module):
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return conv_output_length(lengths, self.config.conv_kernel, self.config.conv_stride)
 
-    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def final_dropout(self) -> float:
+        """The WavLM config's final_dropout (what the reference applies to the encoder output)."""
+        return float(getattr(self.wavlm.config, "final_dropout", 0.0) or 0.0)
+
+    def normalise(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Zero mean, unit variance over each clip's valid samples; padding stays zero."""
+        if lengths is None:
+            mean = waveform.mean(dim=1, keepdim=True)
+            var = waveform.var(dim=1, keepdim=True, unbiased=False)
+            return (waveform - mean) / torch.sqrt(var + 1e-7)
+        valid = (torch.arange(waveform.shape[1], device=waveform.device)[None, :] < lengths[:, None])
+        n = valid.sum(dim=1, keepdim=True).clamp(min=1).to(waveform.dtype)
+        fvalid = valid.to(waveform.dtype)
+        mean = (waveform * fvalid).sum(dim=1, keepdim=True) / n
+        var = (((waveform - mean) * fvalid) ** 2).sum(dim=1, keepdim=True) / n
+        return (waveform - mean) / torch.sqrt(var + 1e-7) * fvalid
+
+    @torch.no_grad()
+    def conv_features(self, waveform: torch.Tensor) -> torch.Tensor:
+        """The frozen conv feature extractor's output for ONE unpadded clip [S] -> [C, T].
+        Training with a frozen extractor can compute these once per run and pass them to
+        forward(conv_features=...) (train --cache-audio-conv): the conv is local, so a clip's
+        valid frames are the same alone and padded in a batch."""
+        return self.wavlm.feature_extractor(self.normalise(waveform[None]))[0]
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None,
+                with_features: bool = False, conv_features: torch.Tensor | None = None):
+        """-> last hidden layer [B, T_a, D_a]; with `with_features`, also the conv feature
+        extractor's output after its LayerNorm [B, T_a, C] (the transformer's input features,
+        which VAVL's reconstruction task reconstructs). `conv_features` [B, C, T]: the conv
+        extractor's output computed earlier (see conv_features), which skips it."""
+        if conv_features is not None:
+            extractor = self.wavlm.feature_extractor
+            self.wavlm.feature_extractor = _GivenFeatures(conv_features)
+            try:
+                mask = None if lengths is None else (
+                    torch.arange(waveform.shape[1], device=waveform.device)[None, :] < lengths[:, None]).long()
+                out = self.wavlm(waveform, attention_mask=mask)
+            finally:
+                self.wavlm.feature_extractor = extractor
+            return (out.last_hidden_state, out.extract_features) if with_features else out.last_hidden_state
         # waveform: [B, S]
         if lengths is None:
             mean = waveform.mean(dim=1, keepdim=True)
             var = waveform.var(dim=1, keepdim=True, unbiased=False)
             x = (waveform - mean) / torch.sqrt(var + 1e-7)
-            return self.wavlm(x).last_hidden_state  # [B, T_a, D_a]
+            out = self.wavlm(x)
+            return (out.last_hidden_state, out.extract_features) if with_features else out.last_hidden_state
         valid = (torch.arange(waveform.shape[1], device=waveform.device)[None, :] < lengths[:, None])
         n = valid.sum(dim=1, keepdim=True).clamp(min=1).to(waveform.dtype)
         fvalid = valid.to(waveform.dtype)  # [B, S]
@@ -86,7 +140,8 @@ class AudioEncoder(nn.Module):
         # The attention mask keeps padded frames out of self-attention and the relative
         # position bias: a clip padded in a batch gets the features it gets alone (which is
         # what the runtime computes, one clip at a time, unpadded).
-        return self.wavlm(x, attention_mask=valid.long()).last_hidden_state  # [B, T_a, D_a]
+        out = self.wavlm(x, attention_mask=valid.long())
+        return (out.last_hidden_state, out.extract_features) if with_features else out.last_hidden_state
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -26,6 +26,22 @@ def gather_across_ranks(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def gather_padded(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [B, T, D] and mask [B, T] over all DDP ranks, padded to the longest T on any rank
+    (padding is masked). This rank's part keeps its gradient. A no-op without torch.distributed."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x, mask
+    longest = torch.tensor([x.shape[1]], device=x.device)
+    dist.all_reduce(longest, op=dist.ReduceOp.MAX)
+    pad = int(longest) - x.shape[1]
+    if pad:
+        x = F.pad(x, (0, 0, 0, pad))
+        mask = F.pad(mask, (0, pad))
+    return gather_across_ranks(x), gather_across_ranks(mask)
+
+
 def label_targets(labels: torch.Tensor) -> torch.Tensor:
     """t_ij = 1 where samples i and j carry the same emotion."""
     return (labels[:, None] == labels[None, :]).to(torch.float32)
@@ -61,14 +77,18 @@ def avel_loss(audio: torch.Tensor, video: torch.Tensor, labels: torch.Tensor,
 
 
 def sample_negatives(similarity: torch.Tensor, labels: torch.Tensor,
-                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     generator: torch.Generator | None = None,
+                     column_labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """For each row, one column with a DIFFERENT label, drawn from softmax(similarity).
 
     Harder (more similar) negatives are likelier, as in ALBEF. Returns (rows, columns) of
     the rows that have at least one other-label candidate; rows without one are skipped.
+    `column_labels`: the columns' labels when they are not the rows' (the batch gathered
+    over all ranks under torchrun).
     """
+    column_labels = labels if column_labels is None else column_labels
     with torch.no_grad():
-        other = labels[:, None] != labels[None, :]  # [B, B]
+        other = labels[:, None] != column_labels[None, :]  # [B, B_columns]
         rows = other.any(dim=1).nonzero(as_tuple=True)[0]
         if rows.numel() == 0:
             return rows, rows
@@ -81,21 +101,30 @@ def sample_negatives(similarity: torch.Tensor, labels: torch.Tensor,
 
 
 def mem_loss(fusion, audio, audio_mask, video, video_mask, labels, s_av, head_a, head_v,
-             generator: torch.Generator | None = None) -> torch.Tensor | None:
+             generator: torch.Generator | None = None, s_va: torch.Tensor | None = None,
+             candidates: tuple | None = None) -> torch.Tensor | None:
     """Cross-modal emotion label matching: is this audio/video pair the same emotion?
 
     Positives: each sample with its own partner. Negatives: each audio with a sampled
     other-label video (and each video with an other-label audio), through the SAME
     cross-attention stacks. Returns None when no row has a negative (single-label batch).
+
+    s_av [B, B_c]: this batch's audio against the candidate videos; s_va [B, B_c]: its videos
+    against the candidate audios (default s_av.t()). `candidates` = (audio, audio_mask, video,
+    video_mask, labels) to draw negatives from, by default this batch; under torchrun the
+    batch gathered over all ranks, as the reference draws them.
     """
-    a_rows, a_neg = sample_negatives(s_av, labels, generator)  # audio anchor -> negative video
-    v_rows, v_neg = sample_negatives(s_av.t(), labels, generator)  # video anchor -> negative audio
+    c_audio, c_audio_mask, c_video, c_video_mask, c_labels = (
+        candidates if candidates is not None else (audio, audio_mask, video, video_mask, labels))
+    s_va = s_av.t() if s_va is None else s_va
+    a_rows, a_neg = sample_negatives(s_av, labels, generator, c_labels)  # audio anchor -> negative video
+    v_rows, v_neg = sample_negatives(s_va, labels, generator, c_labels)  # video anchor -> negative audio
     if a_rows.numel() == 0:
         return None
     # Audio-anchored pairs for the a2v stack, video-anchored pairs for v2a.
     pos_a, pos_v = fusion.cross(audio, audio_mask, video, video_mask)
-    neg_a = fusion.a2v(audio[a_rows], audio_mask[a_rows], video[a_neg], video_mask[a_neg])
-    neg_v = fusion.v2a(video[v_rows], video_mask[v_rows], audio[v_neg], audio_mask[v_neg])
+    neg_a = fusion.a2v(audio[a_rows], audio_mask[a_rows], c_video[a_neg], c_video_mask[a_neg])
+    neg_v = fusion.v2a(video[v_rows], video_mask[v_rows], c_audio[v_neg], c_audio_mask[v_neg])
 
     def matching_ce(head, pos, neg):
         logits = head(torch.cat([pos, neg]))

@@ -92,6 +92,13 @@ class FoalNet(nn.Module):
         self.avel_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.mem_audio = matching_head(d_a, config.mem_head)
         self.mem_video = matching_head(d_v, config.mem_head)
+        # The reference's dropout on both encoders' outputs (its WavLM config's final_dropout).
+        p = self.audio_encoder.final_dropout if config.encoder_dropout is None else config.encoder_dropout
+        self.encoder_dropout = nn.Dropout(p)
+        if config.loss.reconstruction > 0:  # VAVL's unimodal reconstruction decoders
+            d_feat = config.audio.conv_dim[-1]
+            self.reconstruct_audio = nn.Sequential(nn.Linear(d_a, d_a), nn.GELU(), nn.Linear(d_a, d_feat))
+            self.reconstruct_video = nn.Sequential(nn.Linear(d_v, d_v), nn.GELU(), nn.Linear(d_v, d_v))
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -141,9 +148,16 @@ class FoalNet(nn.Module):
         return model
 
     # -- forward ------------------------------------------------------------------------
-    def encode_audio(self, waveform, lengths=None):
-        """-> (hidden [B, T_a, D_a], mask [B, T_a])"""
-        hidden = self.audio_encoder(waveform, lengths)
+    def encode_audio(self, waveform, lengths=None, with_features: bool = False, conv=None):
+        """-> (hidden [B, T_a, D_a], mask [B, T_a]) (+ the conv features with `with_features`);
+        `conv` [B, C, T]: precomputed conv extractor output (AudioEncoder.conv_features)."""
+        hidden = self.audio_encoder(waveform, lengths, with_features=with_features, conv_features=conv)
+        if with_features:
+            hidden, features = hidden
+            return (*self.encode_audio_mask(hidden, lengths), features)
+        return self.encode_audio_mask(hidden, lengths)
+
+    def encode_audio_mask(self, hidden, lengths):
         if lengths is None:
             mask = hidden.new_ones(hidden.shape[:2])
         else:
@@ -156,9 +170,9 @@ class FoalNet(nn.Module):
         B, T = frames.shape[:2]
         return self.video_encoder(frames.flatten(0, 1)).view(B, T, -1)
 
-    def forward(self, waveform, video, video_mask, audio_lengths=None):
+    def forward(self, waveform, video, video_mask, audio_lengths=None, audio_conv=None):
         """Inference: `video` is frames [B, T, 3, H, W] or embeddings [B, T, D_v]."""
-        audio, audio_mask = self.encode_audio(waveform, audio_lengths)
+        audio, audio_mask = self.encode_audio(waveform, audio_lengths, conv=audio_conv)
         if video.dim() == 5:
             video = self.encode_video(video)
         return self.fusion(audio, audio_mask, video, video_mask.to(audio.dtype))
@@ -168,7 +182,10 @@ class FoalNet(nn.Module):
         frames [B, T, 3, H, W] or video_embeddings [B, T, D_v], video_mask [B, T],
         labels [B], and attributes [B, 3] when the attribute head is trained."""
         cfg, w = self.config, self.config.loss
-        audio, audio_mask = self.encode_audio(batch["waveform"], batch.get("audio_lengths"))
+        reconstruct = w.reconstruction > 0
+        encoded = self.encode_audio(batch["waveform"], batch.get("audio_lengths"), with_features=reconstruct,
+                                    conv=batch.get("audio_conv"))
+        audio, audio_mask = encoded[:2]
         video = batch["video_embeddings"] if "video_embeddings" in batch else self.encode_video(batch["frames"])
         video_mask = batch["video_mask"].to(audio.dtype)
         labels = batch["labels"]
@@ -177,6 +194,11 @@ class FoalNet(nn.Module):
         has_a = batch.get("has_audio", torch.ones_like(labels, dtype=torch.bool))
         has_v = batch.get("has_video", torch.ones_like(labels, dtype=torch.bool))
         both = has_a & has_v
+        recon_targets = None
+        if reconstruct:  # time-averaged input features, before dropout (targets, not trained)
+            recon_targets = (masked_mean(encoded[2], audio_mask).detach(), masked_mean(video, video_mask).detach())
+        # The reference's final dropout on both encoders' outputs, before fusion, AVEL and MEM.
+        audio, video = self.encoder_dropout(audio), self.encoder_dropout(video)
 
         outputs = self.fusion(audio, audio_mask, video, video_mask)
         logits, audio_logits, video_logits = outputs[:3]
@@ -186,6 +208,17 @@ class FoalNet(nn.Module):
         out["ce"] = ce(logits, both)
         out["ce_unimodal"] = 0.5 * (ce(audio_logits, has_a) + ce(video_logits, has_v))
         total = w.emotion * (out["ce"] + w.unimodal * out["ce_unimodal"])
+        if reconstruct:
+            # VAVL's unimodal reconstruction: each modality's own representation (its mean-pooled
+            # encoder output after its unimodal head's LayerNorm, which the fused path shares)
+            # reconstructs that modality's time-averaged input features (the WavLM conv features;
+            # the frame embeddings). A clip with one modality trains its encoder through it.
+            rep_a = self.fusion.audio_head.norm(masked_mean(audio, audio_mask))
+            rep_v = self.fusion.video_head.norm(masked_mean(video, video_mask))
+            mse = lambda x, y, keep: F.mse_loss(x[keep], y[keep]) if keep.any() else zero  # noqa: E731
+            out["reconstruction"] = 0.5 * (mse(self.reconstruct_audio(rep_a), recon_targets[0], has_a)
+                                           + mse(self.reconstruct_video(rep_v), recon_targets[1], has_v))
+            total = total + w.reconstruction * out["reconstruction"]
         if not both.all():  # the auxiliary tasks pair the modalities: clips with both only
             audio, audio_mask, video, video_mask, labels = (
                 audio[both], audio_mask[both], video[both], video_mask[both], labels[both])
@@ -193,10 +226,9 @@ class FoalNet(nn.Module):
         if (w.avel > 0 or w.mem > 0) and len(labels) > 1:
             pa = self.avel_audio(masked_mean(audio, audio_mask))
             pv = self.avel_video(masked_mean(video, video_mask))
-            avel, _ = losses.avel_loss(losses.gather_across_ranks(pa), losses.gather_across_ranks(pv),
-                                       losses.gather_across_ranks(labels), self.avel_scale, cfg.avel_temperature)
-            # MEM draws its negatives from this rank's own batch.
-            s_av = losses.similarity_logits(pa, pv, self.avel_scale, cfg.avel_temperature)
+            pa_all, pv_all, labels_all = (losses.gather_across_ranks(pa), losses.gather_across_ranks(pv),
+                                          losses.gather_across_ranks(labels))
+            avel, _ = losses.avel_loss(pa_all, pv_all, labels_all, self.avel_scale, cfg.avel_temperature)
             if w.avel > 0:
                 out["avel"] = avel
                 # What AVEL is when the similarities say nothing (a uniform softmax): each row's
@@ -205,8 +237,19 @@ class FoalNet(nn.Module):
                 out["avel_uniform"] = (positives * math.log(len(labels))).mean()
                 total = total + w.avel * avel
             if w.mem > 0:
+                # Negatives from the whole batch, over all ranks under torchrun (as the reference):
+                # this rank's audio against every video, its video against every audio.
+                candidates = None
+                if len(labels_all) > len(labels):
+                    candidates = (*losses.gather_padded(audio, audio_mask), *losses.gather_padded(video, video_mask),
+                                  labels_all)
+                with torch.no_grad():
+                    s_av = losses.similarity_logits(pa, pv_all, self.avel_scale, cfg.avel_temperature)
+                    s_va = (s_av.t() if candidates is None
+                            else losses.similarity_logits(pv, pa_all, self.avel_scale, cfg.avel_temperature))
                 mem = losses.mem_loss(self.fusion, audio, audio_mask, video, video_mask, labels,
-                                      s_av.detach(), self.mem_audio, self.mem_video, generator)
+                                      s_av, self.mem_audio, self.mem_video, generator, s_va=s_va,
+                                      candidates=candidates)
                 if mem is not None:  # None: a single-label batch has no negatives
                     out["mem"] = mem
                     total = total + w.mem * mem

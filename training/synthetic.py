@@ -21,11 +21,21 @@ classes well and fusion can:
   `--voice-valence 0.15 --face-arousal 0.6 --seconds 1.0 2.0 --seed 2026`.
 Every speaker has their own pitch, face colour, size and position, and every utterance
 gets noise and random strength of its cues.
+
+Two video layouts. "dialog" (`--layout dialog`) is IEMOCAP's own: 720x480 MPEG-4 (DivX-class)
+AVI at 29.97 fps, the two actors side by side in every frame, the actor the dialog is named
+after (F in Ses01F_impro01) on the left half and the other on the right, the speaker talking
+with their turn's expression while the listener keeps their last one, silent. "single" (the
+default, smaller and faster: what the demo and the ablations were trained on) draws only the
+speaker, 160x120 at 15 fps. EmoEvaluation files carry IEMOCAP's lines: the turn line, the
+categorical annotators' lines (C-E2: Neutral;) and the dimensional ones (A-E3: val 3; ...).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +43,11 @@ import numpy as np
 SAMPLE_RATE = 16_000
 FPS = 15
 WIDTH, HEIGHT = 160, 120
+# IEMOCAP's dialog videos: 720x480, NTSC 29.97 fps, two actors side by side.
+DIALOG_FPS = Fraction(30000, 1001)
+DIALOG_WIDTH, DIALOG_HEIGHT = 720, 480
+FULL_NAMES = {"neu": "Neutral", "hap": "Happiness", "exc": "Excited", "ang": "Anger", "sad": "Sadness",
+              "fru": "Frustration"}
 AROUSAL = {"neu": 0, "sad": 0, "hap": 1, "exc": 1, "ang": 1, "fru": 1}
 PLEASANT = {"neu": 1, "hap": 1, "exc": 1, "sad": 0, "ang": 0, "fru": 0}
 VAD = {"neu": (3.0, 2.5, 3.0), "hap": (4.0, 3.5, 3.0), "exc": (4.0, 4.0, 3.5),
@@ -101,18 +116,18 @@ FACE_AROUSAL = 0.0  # strength of arousal in the face (wide eyes, raised brows, 
 
 
 def draw_face(rng: np.random.Generator, speaker: dict, code: str | None, strength: float, talking: bool,
-              face_arousal: float = FACE_AROUSAL):
+              face_arousal: float = FACE_AROUSAL, width: int = WIDTH, height: int = HEIGHT):
     """One RGB frame of the speaker; `code` None draws an empty room (between turns).
     With `face_arousal` > 0 an aroused face also opens its eyes wider, raises its brows and
     opens its mouth further: arousal, the voice's strong cue, shows weakly in the face."""
     from PIL import Image, ImageDraw
 
-    img = Image.new("RGB", (WIDTH, HEIGHT), tuple(int(c) for c in speaker["background"]))
+    img = Image.new("RGB", (width, height), tuple(int(c) for c in speaker["background"]))
     if code is not None:
         d = ImageDraw.Draw(img)
         s = speaker["scale"]
-        cx = WIDTH / 2 + speaker["offset"][0] + rng.integers(-3, 4)
-        cy = HEIGHT / 2 + speaker["offset"][1] + rng.integers(-3, 4)
+        cx = width / 2 + speaker["offset"][0] + rng.integers(-3, 4)
+        cy = height / 2 + speaker["offset"][1] + rng.integers(-3, 4)
         rx, ry = 34 * s, 44 * s
         d.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=tuple(int(c) for c in speaker["skin"]))
         valence = 1 if PLEASANT[code] else -1
@@ -133,14 +148,43 @@ def draw_face(rng: np.random.Generator, speaker: dict, code: str | None, strengt
         d.line(list(zip(cx + xs, ys - opening / 2)), fill=(120, 20, 30), width=max(2, int(8 * s)))
         if opening:
             d.line(list(zip(cx + xs, ys + opening / 2)), fill=(120, 20, 30), width=max(2, int(5 * s)))
-    frame = np.asarray(img, dtype=np.float32) + rng.normal(0, 6, (HEIGHT, WIDTH, 3))
+    frame = np.asarray(img, dtype=np.float32) + rng.normal(0, 6, (height, width, 3))
     return np.clip(frame, 0, 255).astype(np.uint8)
+
+
+def draw_dialog_frame(rng: np.random.Generator, speakers: dict, lead: str, faces: dict, talker: str | None,
+                      face_arousal: float = FACE_AROUSAL) -> np.ndarray:
+    """One 720x480 split-screen frame: the dialog's named actor (`lead`) on the left half,
+    the other on the right. faces: gender -> (code, strength), each actor's current
+    expression; `talker` (a gender or None) is the one speaking. Each half is drawn at
+    120x160 and scaled by 3, so that CLIP's centre crop of a half frames the face as the
+    single layout's crop does."""
+    from PIL import Image
+
+    halves = []
+    for gender in (lead, "M" if lead == "F" else "F"):
+        code, strength = faces[gender]
+        small = draw_face(rng, speakers[gender], code, strength, talking=gender == talker,
+                          face_arousal=face_arousal, width=DIALOG_WIDTH // 6, height=DIALOG_HEIGHT // 3)
+        halves.append(np.asarray(Image.fromarray(small).resize((DIALOG_WIDTH // 2, DIALOG_HEIGHT), Image.BILINEAR)))
+    return np.concatenate(halves, axis=1)
+
+
+def evaluation_lines(start: float, end: float, turn: str, code: str, vad) -> list[str]:
+    """One turn in IEMOCAP's EmoEvaluation format: the turn line, the categorical annotators'
+    lines and the dimensional annotators' lines, then a blank line."""
+    v, a, d = vad
+    name = FULL_NAMES.get(code, "Other")
+    dims = lambda x, y, z: f"val {int(round(x))}; act {int(round(y))}; dom  {int(round(z))};"  # noqa: E731
+    return [f"[{start:.4f} - {end:.4f}]\t{turn}\t{code}\t[{v:.4f}, {a:.4f}, {d:.4f}]",
+            f"C-E2:\t{name};\t()", f"C-E3:\t{name};\t()", f"C-E4:\t{name};\t()", f"C-F1:\t{name};\t()",
+            f"A-E3:\t{dims(v, a, d)}\t()", f"A-F1:\t{dims(v, a, d)}\t()", ""]
 
 
 def write_dialog(root: Path, rng: np.random.Generator, session: int, lead: str, index: int,
                  speakers: dict, turns: int, voice_valence: float = VOICE_VALENCE,
                  seconds: tuple[float, float] = (1.6, 3.2), valence_cue: str = VALENCE_CUE,
-                 face_arousal: float = FACE_AROUSAL) -> None:
+                 face_arousal: float = FACE_AROUSAL, layout: str = "single") -> None:
     import av
     import soundfile as sf
 
@@ -166,26 +210,34 @@ def write_dialog(root: Path, rng: np.random.Generator, session: int, lead: str, 
                  SAMPLE_RATE, subtype="PCM_16")
         v, a, dd = (min(5.0, max(1.0, x + rng.choice([-0.5, 0.0, 0.0, 0.5]))) for x in VAD[code])
         start, end = clock, clock + length
-        lines += [f"[{start:.4f} - {end:.4f}]\t{turn}\t{code}\t[{v:.4f}, {a:.4f}, {dd:.4f}]",
-                  f"C-E1:\t{code};\t()", ""]
+        lines += evaluation_lines(start, end, turn, code, (v, a, dd))
         schedule.append((start, end, gender, code, float(rng.uniform(0.5, 1.0))))
         clock = end + rng.uniform(0.2, 0.8)
     (eval_dir / f"{dialog}.txt").write_text("\n".join(lines) + "\n")
 
+    dialog_layout = layout == "dialog"
+    fps = DIALOG_FPS if dialog_layout else FPS
     with av.open(str(avi_dir / f"{dialog}.avi"), "w", format="avi") as container:
-        stream = container.add_stream("mpeg4", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        stream.bit_rate = 400_000
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height = (DIALOG_WIDTH, DIALOG_HEIGHT) if dialog_layout else (WIDTH, HEIGHT)
+        stream.pix_fmt = "yuv420p"
+        stream.bit_rate = 2_000_000 if dialog_layout else 400_000
         stream.thread_count = 1  # deterministic output
         current = 0
-        for i in range(int((clock + 0.5) * FPS)):
-            t = i / FPS
+        faces = {"F": ("neu", 0.3), "M": ("neu", 0.3)}  # each actor's expression (dialog layout)
+        for i in range(int((clock + 0.5) * float(fps))):
+            t = i / float(fps)
             while current < len(schedule) - 1 and t >= schedule[current][1]:
                 current += 1
             start, end, gender, code, strength = schedule[current]
             inside = start <= t < end
-            frame = draw_face(rng, speakers[gender], code if inside else None, strength, talking=inside,
-                              face_arousal=face_arousal)
+            if dialog_layout:
+                if inside:
+                    faces[gender] = (code, strength)  # the listener keeps their last expression
+                frame = draw_dialog_frame(rng, speakers, lead, faces, gender if inside else None, face_arousal)
+            else:
+                frame = draw_face(rng, speakers[gender], code if inside else None, strength, talking=inside,
+                                  face_arousal=face_arousal)
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
@@ -195,14 +247,19 @@ def write_dialog(root: Path, rng: np.random.Generator, session: int, lead: str, 
 def make_corpus(out, sessions: int = 5, dialogs_per_session: int = 2, turns_per_dialog: int = 60,
                 seed: int = 1234, voice_valence: float = VOICE_VALENCE,
                 seconds: tuple[float, float] = (1.6, 3.2), valence_cue: str = VALENCE_CUE,
-                face_arousal: float = FACE_AROUSAL) -> Path:
+                face_arousal: float = FACE_AROUSAL, layout: str = "single") -> Path:
+    if layout not in ("single", "dialog"):
+        raise ValueError(f"layout must be 'single' or 'dialog', not {layout!r}")
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    # What the reader's --video-region auto needs to know (real IEMOCAP is always "dialog").
+    (out / "synthetic.json").write_text(json.dumps({"layout": layout, "seed": seed}) + "\n")
     for session in range(1, sessions + 1):
         rng = np.random.default_rng([seed, session])
         speakers = {g: _speaker(rng, g) for g in "FM"}
         for index in range(1, dialogs_per_session + 1):
             write_dialog(out, rng, session, "FM"[(index - 1) % 2], index, speakers, turns_per_dialog,
-                         voice_valence, seconds, valence_cue, face_arousal)
+                         voice_valence, seconds, valence_cue, face_arousal, layout)
     return out
 
 
@@ -222,10 +279,13 @@ def main(argv=None) -> None:
                         "syllables are breathy")
     p.add_argument("--face-arousal", type=float, default=FACE_AROUSAL,
                    help="strength of arousal in the face (wider eyes, raised brows, open mouth; 0: none)")
+    p.add_argument("--layout", choices=("single", "dialog"), default="single",
+                   help="dialog: IEMOCAP's 720x480 29.97 fps split-screen videos with both actors; single: the "
+                        "speaker alone, 160x120 at 15 fps (smaller, faster)")
     p.add_argument("--seed", type=int, default=1234, help="corpus seed (speakers, labels, noise)")
     args = p.parse_args(argv)
     make_corpus(args.out, args.sessions, args.dialogs, args.turns, args.seed, args.voice_valence,
-                tuple(args.seconds), args.valence_cue, args.face_arousal)
+                tuple(args.seconds), args.valence_cue, args.face_arousal, args.layout)
     from .data.iemocap import read_iemocap
 
     print(f"wrote {args.out}: " + read_iemocap(args.out, sessions=range(1, args.sessions + 1)).report())

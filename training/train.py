@@ -59,7 +59,20 @@ def read_corpus(args):
         make_corpus(root)
     corpus = read_iemocap(root, merge_excited=not args.keep_excited)
     log.info("%s", corpus.report())
+    if args.video_region == "auto":
+        args.video_region = video_region_for(args.data, root)
     return corpus
+
+
+def video_region_for(data: str, root: Path) -> str:
+    """--video-region auto: IEMOCAP's split-screen dialog videos -> the speaker's half; a
+    synthetic corpus -> whatever layout it was written in (synthetic.json; "full" for
+    corpora written before it recorded one, which drew one face per frame)."""
+    if data == "iemocap":
+        return "speaker"
+    marker = Path(root) / "synthetic.json"
+    layout = json.loads(marker.read_text()).get("layout", "single") if marker.is_file() else "single"
+    return "speaker" if layout == "dialog" else "full"
 
 
 def validation_session(sessions: list[int], test_session: int) -> int:
@@ -83,6 +96,22 @@ def with_modalities(clips, modality: str, missing: float, seed: int):
             has_a, has_v = (False, True) if rng.random() < 0.5 else (True, False)
         out.append(dataclasses.replace(c, has_audio=has_a, has_video=has_v))
     return out
+
+
+class ProgressLines:
+    """Progress a log can show. On a terminal tqdm draws its bar; elsewhere (a log file, nohup,
+    a pipe) tqdm stays silent, so a plain line is printed every `every` steps instead."""
+
+    def __init__(self, every: int, enabled: bool):
+        import sys
+
+        self.every = every
+        self.enabled = enabled and every > 0 and not sys.stdout.isatty()
+        self.t0 = time.time()
+
+    def step(self, text: str, n: int, total: int, loss: float) -> None:
+        if self.enabled and (n % self.every == 0 or n == total):
+            print(f"{text} step {n}/{total}: loss {loss:.4f} ({time.time() - self.t0:.0f} s)", flush=True)
 
 
 def smoothed(history: list[dict], key: str, window: int) -> float:
@@ -119,7 +148,7 @@ def evaluate(model, clips, config, batch_size: int, device) -> dict:
     for i in range(0, len(clips), batch_size):
         batch = {k: v.to(device) for k, v in collate(clips[i:i + batch_size], config).items()}
         video = batch.get("video_embeddings", batch.get("frames"))
-        res = model(batch["waveform"], video, batch["video_mask"], batch["audio_lengths"])
+        res = model(batch["waveform"], video, batch["video_mask"], batch["audio_lengths"], batch.get("audio_conv"))
         for key, t in zip(("fused", "audio", "video", "attributes"), res):
             outs[key].append(t.float().cpu().numpy())
     gold = [c.label for c in clips]
@@ -190,7 +219,13 @@ def train_fold(args, cfg, corpus_clips, test_session: int, out: Path, rank: int,
     if args.init:
         init_encoders(model, args.init)
     if cfg.freeze_video and not all(c.embeddings is not None for c in corpus_clips):
-        EmbeddingCache(args.cache, model.video_encoder, cfg).fill(corpus_clips)
+        EmbeddingCache(args.cache, model.video_encoder, cfg, args.video_region).fill(corpus_clips)
+    for c in corpus_clips:  # a previous run's conv features belong to that run's weights
+        c.conv = None
+    if args.cache_audio_conv:
+        with torch.no_grad():
+            for c in corpus_clips:
+                c.conv = model.audio_encoder.conv_features(torch.from_numpy(c.audio)).numpy()
     train_clips = [c for c in corpus_clips if c.session != test_session]
     test_clips = [c for c in corpus_clips if c.session == test_session]
     sessions = sorted({c.session for c in corpus_clips})
@@ -248,35 +283,49 @@ def train_fold(args, cfg, corpus_clips, test_session: int, out: Path, rank: int,
             return args.lr * (step + 1) / warmup
         return args.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
 
-    t0 = time.time()
+    micro = args.micro_batch or args.batch_size
+    progress = ProgressLines(args.log_every, enabled=not args.quiet)
+    t0, stopped_early = time.time(), False
     for epoch in range(start, args.epochs):
+        if args.patience and best["epoch"] > 0 and epoch - best["epoch"] >= args.patience:
+            stopped_early = True
+            log.info("fold %d: stopping after epoch %d, %d epochs without a better validation UA",
+                     test_session, epoch, args.patience)
+            break
         model.train()
         order = balanced_order(train_clips, generators["sampler"])
         order = order[: len(order) - len(order) % world][rank::world]  # equal shards: DDP steps in lockstep
         losses_seen, ce_seen = [], []
-        aux_seen = {"avel": [], "avel_uniform": [], "mem": []}  # the auxiliary tasks: are they learning?
+        aux_seen = {"avel": [], "avel_uniform": [], "mem": [], "reconstruction": []}  # are they learning?
         bar = tqdm(range(0, len(order), args.batch_size), desc=f"fold {test_session} epoch {epoch + 1}",
                    disable=True if rank != 0 or args.quiet else None, leave=False)  # None: only on a terminal
         for n, i in enumerate(bar):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(epoch * steps_per_epoch + n)
-            batch = collate([train_clips[j] for j in order[i:i + args.batch_size]], cfg)
-            if args.augment and "frames" in batch:
-                batch["frames"] = augment_frames(batch["frames"], generators["augment"])
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-                out_step = (ddp_model(batch, generators["mem"]) if world > 1
-                            else model.training_step(batch, generators["mem"]))
+            step_clips = [train_clips[j] for j in order[i:i + args.batch_size]]
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(out_step["loss"]).backward()
+            # Gradient accumulation: a step of batch-size clips as micro-batches of micro-batch
+            # clips (where memory is short), each loss weighted by its share of the step.
+            for m in range(0, len(step_clips), micro):
+                part = step_clips[m:m + micro]
+                batch = collate(part, cfg)
+                if args.augment and "frames" in batch:
+                    batch["frames"] = augment_frames(batch["frames"], generators["augment"])
+                batch = {k: v.to(device) for k, v in batch.items()}
+                with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+                    out_step = (ddp_model(batch, generators["mem"]) if world > 1
+                                else model.training_step(batch, generators["mem"]))
+                scaler.scale(out_step["loss"] * (len(part) / len(step_clips))).backward()
+                losses_seen.append(float(out_step["loss"].detach()))
+                ce_seen.append(float(out_step["ce"].detach()))
+                for key, seen in aux_seen.items():
+                    if key in out_step:
+                        seen.append(float(out_step[key].detach()))
             scaler.step(optimizer)
             scaler.update()
-            losses_seen.append(float(out_step["loss"].detach()))
-            ce_seen.append(float(out_step["ce"].detach()))
-            for key, seen in aux_seen.items():
-                if key in out_step:
-                    seen.append(float(out_step[key].detach()))
             bar.set_postfix(loss=f"{np.mean(losses_seen):.3f}")
+            if rank == 0:
+                progress.step(f"fold {test_session} epoch {epoch + 1}", n + 1, steps_per_epoch, np.mean(losses_seen))
         val = evaluate(model, val_clips, cfg, args.batch_size, device)
         row = {"epoch": epoch + 1, "loss": float(np.mean(losses_seen)), "ce": float(np.mean(ce_seen)),
                **{key: float(np.mean(seen)) for key, seen in aux_seen.items() if seen},
@@ -284,16 +333,20 @@ def train_fold(args, cfg, corpus_clips, test_session: int, out: Path, rank: int,
                "val_UA_audio": val["audio"]["UA"], "val_UA_video": val["video"]["UA"]}
         history.append(row)
         row["val_UA_smoothed"] = smoothed(history, "val_UA", args.select_window)
+        # Selection: the best mean validation UA over the last `select_window` epochs (the
+        # window's last epoch is kept); a later epoch wins ties, since the smoothing already
+        # guards against a lucky one. Every rank decides it (each validates on all clips), so
+        # early stopping ends every rank at the same epoch.
+        improved = (len(history) >= min(args.select_window, args.epochs)
+                    and row["val_UA_smoothed"] >= best["smoothed_UA"])
+        if improved:
+            best = {"epoch": epoch + 1, "UA": row["val_UA"], "smoothed_UA": row["val_UA_smoothed"]}
         if rank == 0:
             if not args.quiet:
                 print(f"fold {test_session} epoch {epoch + 1}/{args.epochs}: loss {row['loss']:.4f} "
                       f"val UA {row['val_UA']:.3f} WA {row['val_WA']:.3f} (audio-only UA {row['val_UA_audio']:.3f}, "
                       f"video-only UA {row['val_UA_video']:.3f})", flush=True)
-            # Selection: the best mean validation UA over the last `select_window` epochs (the
-            # window's last epoch is kept); a later epoch wins ties, since the smoothing already
-            # guards against a lucky one.
-            if len(history) >= min(args.select_window, args.epochs) and row["val_UA_smoothed"] >= best["smoothed_UA"]:
-                best = {"epoch": epoch + 1, "UA": row["val_UA"], "smoothed_UA": row["val_UA_smoothed"]}
+            if improved:
                 model.save(out)  # the selected model, as export takes it
             save_state(state_dir, model, optimizer, epoch, history, best, generators)
 
@@ -306,13 +359,22 @@ def train_fold(args, cfg, corpus_clips, test_session: int, out: Path, rank: int,
                "validation": (f"session {validation_session(sorted({c.session for c in corpus_clips}), test_session)}"
                               if args.val == "session" else f"{args.val_fraction:g} of the training clips"),
                "modality": args.modality, "head": head, "missing": args.missing, "seed": args.seed,
+               "epochs_run": len(history), "max_epochs": args.epochs, "patience": args.patience,
+               "stopped_early": stopped_early,
+               "batch_size": args.batch_size, "micro_batch": micro, "objective": args.objective,
                "train_clips": len(train_clips), "val_clips": len(val_clips), "test_clips": len(test_clips),
                "trained_parts": trained, "loss_weights": vars(cfg.loss), "history": history,
                "wall_seconds": round(time.time() - t0, 1), "test": test}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    plot_confusion(test["fused"]["confusion"], EMOTION_LABELS, out / "confusion.png",
-                   f"session {test_session}: UA {test['fused']['UA']:.3f}, WA {test['fused']['WA']:.3f}")
+    names = {"fused": "fused (audio + video) head", "audio": "audio-only head", "video": "video-only head"}
+    plot_confusion(test[head]["confusion"], EMOTION_LABELS, out / "confusion.png",
+                   f"session {test_session}, {names[head]}: UA {test[head]['UA']:.3f}, WA {test[head]['WA']:.3f}")
     return metrics
+
+
+def finished(metrics: dict, epochs: int) -> bool:
+    """A fold's metrics.json is final: it ran every epoch, or early stopping ended it."""
+    return len(metrics["history"]) >= epochs or bool(metrics.get("stopped_early"))
 
 
 def init_encoders(model, checkpoint) -> None:
@@ -340,6 +402,12 @@ def make_config(args):
         if not hasattr(cfg.loss, k):
             raise SystemExit(f"--loss-weights: unknown weight {k!r}; known: {list(vars(cfg.loss))}")
         setattr(cfg.loss, k, v)
+    if args.objective == "paper":  # CE + AVEL + MEM only: no unimodal heads' CE, no attribute head
+        cfg.loss.unimodal = 0.0
+        cfg.loss.attributes = 0.0
+        cfg.fusion.attributes = False
+    if args.reconstruct:
+        cfg.loss.reconstruction = args.reconstruct
     if args.no_avel:
         cfg.loss.avel = 0.0
     if args.no_mem:
@@ -349,6 +417,8 @@ def make_config(args):
     if args.task == "attributes":
         cfg.loss.emotion = 0.0
     if args.task in ("attributes", "both"):
+        if args.objective == "paper":
+            raise SystemExit("--objective paper trains the emotion classes only; use --task emotion")
         cfg.fusion.attributes = True
     if args.freeze_video is not None:
         cfg.freeze_video = args.freeze_video
@@ -373,12 +443,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip", help="open_clip checkpoint file, optionally NAME=FILE (random weights without)")
     p.add_argument("--folds", default="all", help="test sessions: 'all' or a comma list such as 1,3")
     p.add_argument("--epochs", type=int, default=40, help="epochs per fold")
-    p.add_argument("--batch-size", type=int, default=16, help="clips per step (per GPU under torchrun)")
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="clips per optimiser step, per process under torchrun (the paper: 64)")
+    p.add_argument("--micro-batch", type=int, default=0,
+                   help="clips per forward pass, accumulating gradients up to --batch-size where memory is "
+                        "short (the reference: 16 per GPU); 0: the whole batch at once")
     p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
     p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
     p.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
                    help="learning rate: constant (the reference code) or 5%% warm-up then cosine decay")
     p.add_argument("--loss-weights", default="", help="e.g. avel=1,mem=0.1,unimodal=1,attributes=1")
+    p.add_argument("--objective", choices=("full", "paper"), default="full",
+                   help="full: CE + unimodal heads' CE + AVEL + MEM (+ CCC where the attribute head is on); "
+                        "paper: CE + AVEL + 0.1 MEM only, the paper's objective (no unimodal or attribute heads)")
+    p.add_argument("--reconstruct", type=float, default=0.0,
+                   help="weight of VAVL's unimodal reconstruction task (0: off); with --missing, clips with one "
+                        "modality train that modality's encoder through it")
     p.add_argument("--no-avel", action="store_true", help="ablation: no audio-video emotion alignment")
     p.add_argument("--no-mem", action="store_true", help="ablation: no cross-modal label matching")
     p.add_argument("--avel-temperature", choices=("clip", "reference"), default="reference",
@@ -398,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "on --val-fraction of the training clips (shares their speakers)")
     p.add_argument("--select-window", type=int, default=3,
                    help="select the epoch with the best mean validation UA over this many epochs")
+    p.add_argument("--patience", type=int, default=0,
+                   help="stop a fold after this many epochs without a better (smoothed) validation UA; 0: never")
     p.add_argument("--init", default=None,
                    help="start both encoders from this checkpoint directory (a stand-in for pretrained ones)")
     p.add_argument("--task", choices=("emotion", "attributes", "both"), default="emotion",
@@ -408,14 +490,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tune the CLIP tower (the tiny preset's default)")
     p.add_argument("--augment", action="store_true",
                    help="jitter frame colour, flip and position per clip (only when the video tower is trained)")
+    p.add_argument("--video-region", choices=("auto", "speaker", "full"), default="auto",
+                   help="speaker: the speaking actor's half of IEMOCAP's split-screen dialog frame; full: the "
+                        "whole frame (both actors); auto: speaker for --data iemocap, the synthetic corpus's layout "
+                        "otherwise")
     p.add_argument("--keep-excited", action="store_true", help="leave 'excited' out instead of merging it into happy")
     p.add_argument("--val-fraction", type=float, default=0.15, help="with --val split: the validation share")
     p.add_argument("--cache", default=None, help="CLIP embedding cache directory (default OUT/embedding-cache)")
+    p.add_argument("--cache-audio-conv", action="store_true",
+                   help="compute the frozen WavLM conv extractor's output once per fold and train the transformer "
+                        "on it (the same features, faster; keeps them in memory: fine for small corpora)")
     p.add_argument("--seed", type=int, default=1234, help="seed for weights, sampling and MEM negatives")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--out", required=True, help="output directory (one foldN/ per test session)")
     p.add_argument("--resume", action="store_true", help="continue each fold from its last saved epoch")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars")
+    p.add_argument("--log-every", type=int, default=20,
+                   help="when stdout is not a terminal (a log), print a progress line every N steps; 0: never")
     return p
 
 
@@ -435,7 +526,7 @@ def main(argv=None) -> dict:
     corpus = read_corpus(args)
     from .data.clips import load_clips
 
-    clips = load_clips(corpus.utterances, cfg, progress=not args.quiet)
+    clips = load_clips(corpus.utterances, cfg, progress=not args.quiet, video_region=args.video_region)
     sessions = sorted({c.session for c in clips})
     folds = sessions if args.folds == "all" else [int(f) for f in args.folds.split(",")]
     results = {}
@@ -443,13 +534,14 @@ def main(argv=None) -> dict:
         fold_dir = out / f"fold{session}"
         if args.resume and (fold_dir / "metrics.json").is_file():
             done = json.loads((fold_dir / "metrics.json").read_text())
-            if len(done["history"]) >= args.epochs:  # finished: nothing to resume
+            if finished(done, args.epochs):  # nothing to resume
                 results[session] = done
                 continue
         results[session] = train_fold(args, cfg, clips, session, fold_dir, rank, world)
     if rank != 0:
         return {}
-    summary = {"folds": {}, "mean": {}, "skipped_turns": dict(corpus.skipped), "command": vars(args)}
+    summary = {"folds": {}, "mean": {}, "skipped_turns": dict(corpus.skipped),
+               "skipped_hidden_files": [str(p) for p in corpus.hidden_files], "command": vars(args)}
     for session, m in results.items():
         summary["folds"][session] = {k: {"UA": m["test"][k]["UA"], "WA": m["test"][k]["WA"]}
                                      for k in ("fused", "audio", "video")}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ class Clip:
     audio: np.ndarray  # float32 [S], S <= window
     frames: np.ndarray | None  # uint8 [K, 224, 224, 3], K <= frames per clip
     embeddings: np.ndarray | None = None  # float32 [K, D_v], from the cache
+    conv: np.ndarray | None = None  # float32 [C, T]: the frozen WavLM conv extractor's output (one run's)
     # Which modalities training may use (missing-modality training and the unimodal baselines).
     has_audio: bool = True
     has_video: bool = True
@@ -49,8 +51,20 @@ def load_audio(path: Path, config: FoalConfig) -> np.ndarray:
     return audio[: config.audio_samples]  # the paper cuts to the window
 
 
-def load_clips(utterances: list[Utterance], config: FoalConfig, progress: bool = True) -> list[Clip]:
-    """Read every utterance's audio and sampled frames; each dialog video is decoded once."""
+def speaker_half(frame: np.ndarray, side: str) -> np.ndarray:
+    """The left or right half of a split-screen frame [H, W, 3]."""
+    half = frame.shape[1] // 2
+    return frame[:, :half] if side == "left" else frame[:, half:]
+
+
+def load_clips(utterances: list[Utterance], config: FoalConfig, progress: bool = True,
+               video_region: str = "full") -> list[Clip]:
+    """Read every utterance's audio and sampled frames; each dialog video is decoded once.
+    video_region "speaker": IEMOCAP's dialog videos show both actors side by side, and only
+    the speaking actor's half (Utterance.video_side) is kept, then CLIP-preprocessed;
+    "full": the whole frame."""
+    if video_region not in ("speaker", "full"):
+        raise ValueError(f"video_region must be 'speaker' or 'full', not {video_region!r}")
     from tqdm import tqdm
 
     by_video: dict[Path, list[Utterance]] = defaultdict(list)
@@ -74,6 +88,11 @@ def load_clips(utterances: list[Utterance], config: FoalConfig, progress: bool =
             frames = [decoded[i] for i in wanted[u.id] if i in decoded]
             if not frames:
                 raise ValueError(f"{video}: no frames in turn {u.id} ({u.start:.2f}-{u.end:.2f} s)")
+            if video_region == "speaker":
+                if u.video_side not in ("left", "right"):
+                    raise ValueError(f"{u.id}: which half of {video.name} shows its speaker is unknown (IEMOCAP "
+                                     "names: SesNN[F|M]_..., turns ..._F000 / _M000); use --video-region full")
+                frames = [speaker_half(f, u.video_side) for f in frames]
             frames = np.stack([preprocess.resize_and_crop(f, config.video.image_size) for f in frames])
             clips[u.id] = Clip(u.id, u.session, u.speaker, u.label_index, np.asarray(u.vad, np.float32),
                                load_audio(u.wav, config), frames)
@@ -86,13 +105,15 @@ class EmbeddingCache:
     """Frozen-CLIP frame embeddings on disk, one .npy per utterance, keyed by the tower's
     weights and the frame sampling (frames per clip, image size)."""
 
-    def __init__(self, root, video_encoder, config: FoalConfig):
+    def __init__(self, root, video_encoder, config: FoalConfig, video_region: str = "full"):
         digest = hashlib.sha256()
         for name, tensor in sorted(video_encoder.state_dict().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().numpy().tobytes())
         model_key = f"{config.preset}-{digest.hexdigest()[:16]}"
         sampling_key = f"k{config.frames_per_clip}-s{config.video.image_size}"
+        if video_region != "full":
+            sampling_key += f"-{video_region}"
         self.dir = Path(root) / model_key / sampling_key
         self.encoder = video_encoder
         self.config = config
@@ -114,7 +135,7 @@ class EmbeddingCache:
                 x = torch.from_numpy(preprocess.normalize_frames(clip.frames, self.config.clip_mean,
                                                                  self.config.clip_std))
                 clip.embeddings = torch.cat([self.encoder(c) for c in x.split(batch_size)]).numpy()
-                tmp = self.dir / f"{clip.id}.tmp.npy"
+                tmp = self.dir / f"{clip.id}.{os.getpid()}.tmp.npy"  # several processes may share the cache
                 np.save(tmp, clip.embeddings)
                 tmp.replace(self.dir / f"{clip.id}.npy")
 
@@ -134,6 +155,12 @@ def collate(clips: list[Clip], config: FoalConfig) -> dict[str, torch.Tensor]:
         "labels": torch.tensor([c.label for c in clips]),
         "attributes": torch.from_numpy(np.stack([c.vad for c in clips])),
     }
+    if all(c.conv is not None for c in clips):
+        T = max(c.conv.shape[1] for c in clips)
+        conv = np.zeros((B, clips[0].conv.shape[0], T), np.float32)
+        for i, c in enumerate(clips):
+            conv[i, :, : c.conv.shape[1]] = c.conv
+        batch["audio_conv"] = torch.from_numpy(conv)
     if not all(c.has_audio and c.has_video for c in clips):
         batch["has_audio"] = torch.tensor([c.has_audio for c in clips])
         batch["has_video"] = torch.tensor([c.has_video for c in clips])

@@ -6,16 +6,30 @@
 
 Four classes (neutral, happy, angry, sad); "excited" joins "happy" unless told otherwise.
 Turns with any other label are counted per label and reported, never silently dropped.
+Hidden files (names starting with ".", such as the `._Ses01F_impro01.txt` metadata files
+that macOS leaves on shared drives) are skipped and listed in the corpus report.
+
+The dialog videos are split-screen: 720x480 frames with the two actors side by side. The
+dialog's name says which actor wears the motion-capture markers (F in Ses01F_impro01, M in
+Ses05M_script01_1); that actor is on the LEFT half and the other actor on the RIGHT half
+(the rule public IEMOCAP face-cropping code uses: IoannisKansizoglou/Iemocap-preprocess,
+extractionmapCreator.py). `Utterance.video_side` is the half that shows the turn's speaker.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import EMOTION_LABELS
+
+log = logging.getLogger(__name__)
+# The half of the split-screen frame that shows the actor wearing the markers (the one the
+# dialog is named after); the other actor is on the other half.
+MOCAP_ACTOR_SIDE = "left"
 
 CODES = {"neu": "neutral", "hap": "happy", "ang": "angry", "sad": "sad", "exc": "excited",
          "fru": "frustrated", "sur": "surprised", "fea": "fearful", "dis": "disgusted",
@@ -42,6 +56,7 @@ class Utterance:
     vad: tuple[float, float, float]  # valence, arousal, dominance on IEMOCAP's 1-5 scale
     wav: Path
     video: Path
+    video_side: str | None = None  # the half of the dialog video that shows this turn's speaker
 
     @property
     def label_index(self) -> int:
@@ -52,6 +67,7 @@ class Utterance:
 class Corpus:
     utterances: list[Utterance]
     skipped: Counter = field(default_factory=Counter)  # other labels -> count
+    hidden_files: list[Path] = field(default_factory=list)  # skipped dotfiles (macOS ._ files)
 
     def report(self) -> str:
         kept = Counter(u.label for u in self.utterances)
@@ -59,7 +75,22 @@ class Corpus:
         if self.skipped:
             lines.append(f"left out {sum(self.skipped.values())} turns with other labels: "
                          + ", ".join(f"{k} {n}" for k, n in self.skipped.most_common()))
+        if self.hidden_files:
+            lines.append(f"skipped {len(self.hidden_files)} hidden files: "
+                         + ", ".join(str(p) for p in self.hidden_files[:5])
+                         + (" ..." if len(self.hidden_files) > 5 else ""))
         return "; ".join(lines)
+
+
+def speaker_side(dialog: str, speaker_gender: str, mocap_side: str = MOCAP_ACTOR_SIDE) -> str | None:
+    """The half ("left" / "right") of `dialog`'s split-screen video that shows the actor of
+    gender `speaker_gender` ("F" / "M"): the dialog's named actor (Ses01F_... -> F) is on
+    `mocap_side`, the other actor on the other half."""
+    named = dialog[5:6]
+    if named not in ("F", "M") or speaker_gender not in ("F", "M"):
+        return None  # not IEMOCAP's naming: only --video-region full can read this dialog
+    other = "right" if mocap_side == "left" else "left"
+    return mocap_side if speaker_gender == named else other
 
 
 def parse_evaluation(path: Path) -> list[tuple[float, float, str, str, tuple[float, float, float]]]:
@@ -81,20 +112,26 @@ def parse_evaluation(path: Path) -> list[tuple[float, float, str, str, tuple[flo
     return turns
 
 
-def read_iemocap(root, sessions=None, merge_excited: bool = True) -> Corpus:
+def read_iemocap(root, sessions=None, merge_excited: bool = True, mocap_side: str = MOCAP_ACTOR_SIDE) -> Corpus:
     """Read `sessions` (default: every SessionN directory under root; IEMOCAP has 1-5)."""
     root = Path(root)
     if not root.is_dir():
         raise IemocapFormatError(f"{root}: no such directory (expected IEMOCAP_full_release)")
     if sessions is None:
-        sessions = sorted(int(d.name[len("Session"):]) for d in root.glob("Session*")
-                          if d.is_dir() and d.name[len("Session"):].isdigit())
+        sessions = sorted(int(d.name[len("Session"):]) for d in root.iterdir()
+                          if d.name.startswith("Session") and d.is_dir() and d.name[len("Session"):].isdigit())
         if not sessions:
             raise IemocapFormatError(f"{root}: no Session1..Session5 directories; is this IEMOCAP_full_release?")
     corpus = Corpus([])
     for session in sessions:
         sdir = root / f"Session{session}"
-        evaluations = sorted((sdir / "dialog" / "EmoEvaluation").glob("*.txt"))
+        found = sorted((sdir / "dialog" / "EmoEvaluation").glob("*.txt"))
+        hidden = [p for p in found if p.name.startswith(".")]  # glob matches dotfiles: ._Ses01F_impro01.txt
+        if hidden:
+            log.warning("%s: skipping %d hidden files (%s)", sdir / "dialog" / "EmoEvaluation", len(hidden),
+                        ", ".join(p.name for p in hidden[:3]) + (" ..." if len(hidden) > 3 else ""))
+            corpus.hidden_files.extend(hidden)
+        evaluations = [p for p in found if not p.name.startswith(".")]
         if not evaluations:
             raise IemocapFormatError(f"{sdir / 'dialog' / 'EmoEvaluation'}: no evaluation files")
         for evaluation in evaluations:
@@ -113,6 +150,8 @@ def read_iemocap(root, sessions=None, merge_excited: bool = True) -> Corpus:
                 if not wav.is_file():
                     raise IemocapFormatError(f"{evaluation}: turn {turn}: its audio {wav} is missing")
                 # Turn names end in F000 / M012: the gender of who speaks.
-                speaker = f"Ses{session:02d}{turn.rsplit('_', 1)[-1][0]}"
-                corpus.utterances.append(Utterance(turn, session, speaker, dialog, start, end, label, vad, wav, video))
+                gender = turn.rsplit('_', 1)[-1][0]
+                speaker = f"Ses{session:02d}{gender}"
+                corpus.utterances.append(Utterance(turn, session, speaker, dialog, start, end, label, vad, wav, video,
+                                                   speaker_side(dialog, gender, mocap_side)))
     return corpus
