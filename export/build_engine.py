@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parity-clips", type=int, default=None,
                    help="synthetic clips for the parity check (default 200 for tiny, 4 otherwise; 0 skips)")
     p.add_argument("--device", type=int, default=0, help="CUDA device for TensorRT builds")
+    p.add_argument("--model-card", type=Path, default=None,  # issue 25
+                   help="JSON (or YAML) with the model card fields the checkpoint cannot know: licences, intended "
+                        "and prohibited uses, who built it (see docs/confidence.md)")
     p.add_argument("--ort-cuda-variant", dest="ort_cuda_variant", action="store_true", default=None,
                    help="add ONNX Runtime CUDA's optimised FP16 audio and video graphs (fused attention; default "
                         "with --precision fp16 --target onnx), used only by backend onnxruntime-cuda")
@@ -162,6 +165,16 @@ def main(argv=None) -> Path:
 
     model = load_model(args)
     config = model.config
+    import dataclasses  # issue 25: the model card, checked before the long export so a bad card fails at once
+
+    from foal_edge.errors import FoalEdgeError
+
+    from .model_card import bundle_card
+    try:
+        card, calibration = bundle_card(None if args.random_weights else args.checkpoint or DEMO_CHECKPOINT,
+                                        args.model_card, config)
+    except FoalEdgeError as exc:
+        raise SystemExit(f"error: {exc}")
     if args.frames:
         config.frames_per_clip = args.frames
     if args.max_audio_seconds:
@@ -264,7 +277,8 @@ def main(argv=None) -> Path:
                 f"{name} {r['fused']}" + (f", cosine {r['vs_fp32_on_cpu']['cosine']:.6f} to FP32 on the CPU"
                                           if "vs_fp32_on_cpu" in r else "") for name, r in variants.items()))
         demo_files = write_demo_clip(out, config)
-        write_manifest(out, manifest_for(config, entries, demo_files))
+        write_manifest(out, dataclasses.replace(manifest_for(config, entries, demo_files), model_card=card,
+                                                calibration=calibration))  # issue 25
         (out / "export_report.json").write_text(json.dumps(
             {"parity": report, "precision": precision, "auto_precision": choice, "target": target, "exporter": args.exporter,
              "opset": opset, "ort_cuda_variants": variants, "seconds": round(time.time() - t_start, 1)}, indent=2))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import confidence, model_card  # issue 25
 from .errors import FoalEdgeError, InvalidInputError, MediaError
 
 
@@ -163,6 +164,8 @@ def main(argv=None) -> int:
             print("  " + ", ".join(f"{k} {v:.2f}" for k, v in result.attributes.items()))
         for note in result.notes:
             print(f"  note: {note}")
+        for line in confidence.describe(result):  # issue 25: confidence, and whether voice and face agree
+            print(line)
     return 0
 
 
@@ -205,6 +208,8 @@ def predict(args):
     from .manifest import demo_file
 
     predictor = open_predictor(args)
+    if model_card.notice(predictor.manifest.model_card):  # issue 25: e.g. the demo's "synthetic data" line
+        print(f"NOTICE: {model_card.notice(predictor.manifest.model_card)}", file=sys.stderr)
     if args.demo:
         m = predictor.manifest
         audio, rate = read_wav(demo_file(args.bundle, m, "audio"))
@@ -244,6 +249,7 @@ def info(bundle: Path) -> int:
     except ImportError:
         pass
     print(f"  backends here: {', '.join(backends) or 'none (pip install foal-edge[cpu])'}")
+    print(*model_card.describe(m.model_card), sep="\n")  # issue 25
     return 0
 
 

@@ -88,6 +88,8 @@ class Manifest:
     # {"audio": file, "frames": file, "fps": n, "expected": label, "sha256": {file: hash}}
     demo: dict | None = None
     created_by: str = "foal-edge"
+    model_card: dict | None = None  # issue 25: foal_edge/model_card.py's schema
+    calibration: dict | None = None  # issue 25: per-head temperatures (foal_edge/confidence.py)
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:
@@ -305,7 +307,19 @@ _MANIFEST_FIELDS = {
     "wavlm_conv_stride": lambda x: _list(x, 1, 16, lambda k: _int(k, 1, 1024)),
     "graphs": _graphs,
 }
-_MANIFEST_OPTIONAL = {"demo": _nullable(_demo), "created_by": lambda x: _str(x, 128)}
+_MANIFEST_OPTIONAL = {"demo": _nullable(_demo), "created_by": lambda x: _str(x, 128),
+                      "model_card": _nullable(lambda x: _model_card(x)),  # issue 25
+                      "calibration": _nullable(lambda x: _calibration(x))}  # issue 25
+
+
+def _model_card(v):  # issue 25: the schemas live beside their readers (imported late: they import this module)
+    from .model_card import check_card
+    return check_card(v)
+
+
+def _calibration(v):  # issue 25
+    from .confidence import check_calibration
+    return check_calibration(v)
 
 
 def check_manifest(raw) -> Manifest:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from . import preprocess
+from . import confidence, preprocess
 from .errors import BackendUnavailableError, BundleError, InvalidInputError, MediaError
 from .manifest import GRAPHS, check_graph_io, load_manifest
 from .preprocess import warm_resampler
@@ -35,11 +35,17 @@ class Prediction:
     timings_ms: dict[str, float]
     backend: str
     notes: tuple[str, ...] = field(default=())  # what was done to the input (e.g. audio cut to the window)
+    # issue 25 (foal_edge/confidence.py): the label's calibrated probability, whether it is under
+    # Predictor(min_confidence=), and with both modalities what each head says alone
+    confidence: float | None = None
+    low_confidence: bool = False
+    per_modality: dict | None = None  # {"audio"|"video": {"label", "confidence", "probabilities"}}
 
     def to_dict(self) -> dict:
         return {"label": self.label, "probabilities": self.probabilities, "attributes": self.attributes,
                 "modalities": list(self.modalities), "timings_ms": self.timings_ms, "backend": self.backend,
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "confidence": self.confidence, "low_confidence": self.low_confidence,
+                "per_modality": self.per_modality}
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -75,11 +81,14 @@ class Predictor:
     (keyed by each graph's sha256, the ONNX Runtime version and the CPU), "auto" for
     $FOAL_EDGE_CACHE or ~/.cache/foal-edge, None for none. Used only with verify=True: the
     cache is keyed by the checked hash.
+
+    min_confidence: a probability; a prediction whose calibrated confidence is below it has
+    `low_confidence` True (None: off). See docs/confidence.md.
     """
 
     def __init__(self, bundle, backend: str = "auto", device: int = 0, threads: int | None = None,
                  long_audio: str = "head", frames_per_clip: int | None = None, verify: bool = True,
-                 preprocess: str = "auto", graph_cache="auto", vad="auto"):
+                 preprocess: str = "auto", graph_cache="auto", vad="auto", min_confidence: float | None = None):
         if long_audio not in LONG_AUDIO_POLICIES:
             raise InvalidInputError(f"long_audio must be one of {LONG_AUDIO_POLICIES}, not {long_audio!r}")
         if preprocess not in PREPROCESS_MODES:
@@ -98,6 +107,8 @@ class Predictor:
             raise InvalidInputError(f"vad must be True, False or 'auto', not {vad!r}")
         self.bundle = check_path("bundle", bundle)
         self.manifest = m = load_manifest(self.bundle, verify=verify)
+        self.min_confidence = confidence.check_min_confidence(min_confidence)  # issue 25
+        self.temperatures = confidence.temperatures(m.calibration)  # issue 25: 1.0 per head if uncalibrated
         self.long_audio = long_audio
         self.labels = list(m.labels)
         self.frames_per_clip = frames_per_clip or m.frames_per_clip
@@ -325,14 +336,14 @@ class Predictor:
         return [{n: o[i] for n, o in zip(names, outs)} for i in range(B)]
 
     def _prediction(self, raw: dict, has_audio: bool, has_video: bool, timings, notes) -> Prediction:
-        key = "logits" if has_audio and has_video else ("audio_logits" if has_audio else "video_logits")
-        probs = _softmax(raw[key].astype(np.float64))
+        heads = confidence.read_heads(raw, has_audio, has_video, self.labels, self.temperatures,  # issue 25
+                                      self.min_confidence)
         attributes = None
         if "attributes" in raw and self.manifest.attributes and has_audio and has_video:
             attributes = {n: float(x) for n, x in zip(self.manifest.attributes, raw["attributes"])}
         modalities = tuple(m for m, present in (("audio", has_audio), ("video", has_video)) if present)
-        return Prediction(self.labels[int(probs.argmax())], {l: float(p) for l, p in zip(self.labels, probs)},
-                          attributes, modalities, timings, self.backend, tuple(notes))
+        return Prediction(heads.pop("label"), heads.pop("probabilities"), attributes, modalities, timings,
+                          self.backend, tuple(notes), **heads)
 
     # -- public API -----------------------------------------------------------------------
     def predict(self, audio=None, sample_rate=None, frames=None, fps=None) -> Prediction:
