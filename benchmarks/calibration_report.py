@@ -65,8 +65,8 @@ def summarise(folds: dict[int, dict]) -> dict:
 
 
 def markdown(summary: dict) -> str:
-    lines = ["| test session | head | T | NLL before -> after | Brier before -> after | ECE before -> after | UA (unchanged) |",
-             "| --- | --- | ---: | --- | --- | --- | ---: |"]
+    lines = ["| test session | head | T | NLL before -> after | Brier before -> after | ECE before -> after "
+             "| UA (unchanged) |", "| --- | --- | ---: | --- | --- | --- | ---: |"]
     for session, r in summary["folds"].items():
         for h in HEADS:
             b, a = r["before"][h], r["after"][h]
@@ -86,7 +86,8 @@ def markdown(summary: dict) -> str:
         lines.append(f"| {session} | {f['UA']:.3f} / {f['NLL']:.3f} | {lf['UA']:.3f} / {lf['NLL']:.3f} | "
                      f"{lf['UA'] - f['UA']:+.3f} / {lf['NLL'] - f['NLL']:+.3f} |")
     d = m["late_fusion_minus_fused"]
-    lines.append(f"| **mean (sd)** | {m['after']['fused']['UA']['mean']:.3f} / {m['after']['fused']['NLL']['mean']:.3f} | "
+    fused = m["after"]["fused"]
+    lines.append(f"| **mean (sd)** | {fused['UA']['mean']:.3f} / {fused['NLL']['mean']:.3f} | "
                  f"{m['late_fusion']['UA']['mean']:.3f} / {m['late_fusion']['NLL']['mean']:.3f} | "
                  f"{d['UA']['mean']:+.3f} ({d['UA']['sd']:.3f}) / {d['NLL']['mean']:+.3f} ({d['NLL']['sd']:.3f}) |")
     return "\n".join(lines) + "\n"

@@ -3,9 +3,9 @@
     python -m benchmarks.confidence_cost BUNDLE [--rounds 200] [--out results.json] [--calibration FILE]
 
 Two Predictors of the same bundle, interleaved clip by clip: one reading its heads as the
-runtime does (temperatures applied, confidence, per-modality heads), one with the temperatures
-set to 1 and only the fused head's raw softmax read (what a prediction cost before calibration
-existed). Reported: the median end-to-end prediction time of each, and the time of the step
+runtime does (temperatures applied, confidence, min_confidence, per-modality heads), one whose
+prediction step is the raw softmax of the answering head only (what a prediction cost before
+calibration existed). Reported: the median end-to-end prediction time of each, and the time of the step
 that differs (reading the fusion graph's outputs) on its own.
 """
 
@@ -29,7 +29,7 @@ def _raw_softmax_step(raw: dict, labels: list[str]) -> dict:
 
 
 def main(argv=None) -> dict:
-    from foal_edge import Predictor, confidence
+    from foal_edge import Prediction, Predictor, confidence
     from training.synthetic import make_clip
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.confidence_cost", description=__doc__,
@@ -45,8 +45,19 @@ def main(argv=None) -> dict:
     if args.calibration:
         with open(args.calibration) as f:
             calibrated.temperatures = {h: float(t) for h, t in json.load(f)["temperatures"].items()}
-    plain = Predictor(args.bundle, backend="onnxruntime-cpu", vad=False, threads=1)
-    plain.temperatures = {h: 1.0 for h in confidence.HEADS}
+    class RawPredictor(Predictor):
+        """The prediction step as it was before calibration: the answering head's raw softmax."""
+
+        def _prediction(self, raw, has_audio, has_video, timings, notes):
+            key = "logits" if has_audio and has_video else ("audio_logits" if has_audio else "video_logits")
+            step = _raw_softmax_step({"logits": raw[key]}, self.labels)
+            attributes = ({n: float(x) for n, x in zip(self.manifest.attributes, raw["attributes"])}
+                          if "attributes" in raw and has_audio and has_video else None)
+            modalities = tuple(m for m, present in (("audio", has_audio), ("video", has_video)) if present)
+            return Prediction(step["label"], step["probabilities"], attributes, modalities, timings, self.backend,
+                              tuple(notes))
+
+    plain = RawPredictor(args.bundle, backend="onnxruntime-cpu", vad=False, threads=1)
     audio, frames, _ = make_clip(3, seconds=2.0, frames=8)
     for _ in range(3):
         calibrated.predict(audio=audio, sample_rate=16000, frames=frames)

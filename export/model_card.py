@@ -90,7 +90,8 @@ def from_checkpoint(checkpoint: Path | None, config) -> tuple[dict, dict | None]
     metrics = _read_json(checkpoint / "metrics.json")
     if metrics:
         corpus, synthetic = CORPORA.get(metrics.get("corpus"), (metrics.get("corpus") or "not recorded", False))
-        clips = {k: metrics[f"{k}_clips"] for k in ("train", "val", "test") if isinstance(metrics.get(f"{k}_clips"), int)}
+        clips = {k: metrics[f"{k}_clips"] for k in ("train", "val", "test")
+                 if isinstance(metrics.get(f"{k}_clips"), int)}
         card["training_data"] = {"corpus": corpus, "synthetic": synthetic, "clips": clips or None,
                                  "test_session": metrics.get("test_session")}
         if metrics.get("validation"):

@@ -95,9 +95,9 @@ def describe(card: dict | None) -> list[str]:
     lines = []
     if m.get("notice"):
         lines.append(f"NOTICE: {m['notice']}")
-    built = f"built {m['built_at']}" + (f" by {m['built_by']}" if m.get("built_by") else "")
-    sha = f" (model.safetensors sha256 {m['checkpoint_sha256'][:12]}...)" if m.get("checkpoint_sha256") else ""
-    lines.append(f"model card: {m['name']}, {built}, from checkpoint{sha}")
+    by = f"by {m['built_by']}" if m.get("built_by") else "maker not stated"
+    sha = f"model.safetensors sha256 {m['checkpoint_sha256'][:12]}..." if m.get("checkpoint_sha256") else "no sha256"
+    lines.append(f"model card: {m['name']}, {by}; bundle built {m['built_at']} from a checkpoint ({sha})")
     if data is None:
         lines.append("  trained on: not recorded (random or untracked weights)")
     else:
