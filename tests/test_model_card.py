@@ -84,8 +84,8 @@ def test_the_manifest_refuses_a_broken_card_by_name(bundle_copy, card):
     edit_manifest(bundle_copy, broken)
     with pytest.raises(BundleError, match="model_card.intended_uses: missing"):
         load_manifest(bundle_copy)
-    edit_manifest(bundle_copy, lambda m: m.update(calibration={"method": "t", "fitted_on": "v",
-                                                               "temperatures": {"fused": 1.0, "audio": 0}}))
+    edit_manifest(bundle_copy, lambda m: m.update(model_card=card, calibration={
+        "method": "t", "fitted_on": "v", "temperatures": {"fused": 1.0, "audio": 0, "video": 1.0}}))
     with pytest.raises(BundleError, match="calibration.temperatures.audio: a number"):
         load_manifest(bundle_copy)
 
