@@ -214,6 +214,8 @@ def calibrate_fold(model, val_clips, test_clips, config, batch_size: int, device
     from .model import write_text
 
     out = Path(out)
+    if not val_clips or not test_clips:
+        return {"skipped": "no validation or no test clips: nothing to fit or to score"}
     val_logits, val_gold = collect_logits(model, val_clips, config, batch_size, device)
     test_logits, test_gold = collect_logits(model, test_clips, config, batch_size, device)
     report = calibrate(val_logits, val_gold, test_logits, test_gold)
