@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import precision as rules
-from .errors import CheckpointError, ExportError, TargetUnavailableError
+from .errors import CheckpointError, ExportError, ModelCardFileError, TargetUnavailableError
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "training" / "demo"
 DEMO_OUT = Path("build/foal-demo")
@@ -50,7 +50,7 @@ def build_bundle(checkpoint=None, out=DEMO_OUT, *, precision: str = "auto", targ
                  max_audio_seconds: float | None = None, parity_clips: int | None = None,
                  exporter: str = "dynamo", opset: int | None = None, ort_cuda_variant: bool | None = None,
                  workspace_mb: int = 1024, timing_cache=None, weakly_typed: bool = False,
-                 device: int = 0) -> Path:
+                 device: int = 0, model_card=None) -> Path:
     """Build a bundle at `out` from `checkpoint` (a training output directory; default the
     committed demo checkpoint) or, with random_weights, from random weights of `preset`.
 
@@ -59,12 +59,15 @@ def build_bundle(checkpoint=None, out=DEMO_OUT, *, precision: str = "auto", targ
     (default: the checkpoint's); parity_clips: synthetic clips for the parity check (default
     200 for tiny, 4 otherwise; 0 skips); ort_cuda_variant: add ONNX Runtime CUDA's fused FP16
     encoder graphs (default: with fp16 on ONNX). TensorRT only: workspace_mb, timing_cache,
-    weakly_typed, device. Returns `out`."""
+    weakly_typed, device. model_card: a JSON (or YAML) file with the card fields the checkpoint
+    cannot know (licences, intended and prohibited uses, who built it; docs/confidence.md),
+    checked before the long export. Returns `out`."""
     t_start = time.time()
     if exporter not in EXPORTERS:
         raise ExportError(f"exporter {exporter!r}: choose one of {', '.join(EXPORTERS)}")
     model = load_model(checkpoint, preset, random_weights)
     config = model.config
+    card, calibration = model_card_for(False if random_weights else checkpoint, model_card, config)
     if frames:
         config.frames_per_clip = frames
     if max_audio_seconds:
@@ -99,7 +102,7 @@ def build_bundle(checkpoint=None, out=DEMO_OUT, *, precision: str = "auto", targ
         write_bundle(out, config, entries, {
             "parity": report, "precision": shipped_precision, "auto_precision": choice, "target": target,
             "target_reason": why, "exporter": exporter, "opset": opset, "ort_cuda_variants": variants,
-            "seconds": round(time.time() - t_start, 1)})
+            "seconds": round(time.time() - t_start, 1)}, card, calibration)
     return out
 
 
@@ -263,12 +266,30 @@ def add_variants(out: Path, entries: dict, fp32: dict, config) -> dict:
     return variants
 
 
-def write_bundle(out: Path, config, entries: dict, export_report: dict) -> None:
+def model_card_for(checkpoint, card_file, config) -> tuple[dict, dict | None]:
+    """The bundle's checked model card and calibration (export/model_card.py): what the
+    checkpoint knows (default: the demo checkpoint's; None for random weights) and the file."""
+    from foal_edge.errors import FoalEdgeError
+
+    from .model_card import bundle_card
+
+    source = None if checkpoint is False else Path(checkpoint) if checkpoint is not None else DEMO_CHECKPOINT
+    try:
+        return bundle_card(source, Path(card_file) if card_file is not None else None, config)
+    except FoalEdgeError as exc:
+        raise ModelCardFileError(str(exc)) from None
+
+
+def write_bundle(out: Path, config, entries: dict, export_report: dict, card: dict | None = None,
+                 calibration: dict | None = None) -> None:
     """The demo clip, manifest.json (written last, atomically) and export_report.json."""
+    import dataclasses
+
     from .bundle import manifest_for, write_manifest
 
     demo_files = write_demo_clip(out, config)
-    write_manifest(out, manifest_for(config, entries, demo_files))
+    write_manifest(out, dataclasses.replace(manifest_for(config, entries, demo_files), model_card=card,
+                                            calibration=calibration))
     (out / "export_report.json").write_text(json.dumps(export_report, indent=2))
 
 

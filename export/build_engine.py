@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parity-clips", type=int, default=None,
                    help="synthetic clips for the parity check (default 200 for tiny, 4 otherwise; 0 skips)")
     p.add_argument("--device", type=int, default=0, help="CUDA device for TensorRT builds")
+    p.add_argument("--model-card", type=Path, default=None,
+                   help="JSON (or YAML) with the model card fields the checkpoint cannot know: licences, intended "
+                        "and prohibited uses, who built it (see docs/confidence.md)")
     p.add_argument("--ort-cuda-variant", dest="ort_cuda_variant", action="store_true", default=None,
                    help="add ONNX Runtime CUDA's optimised FP16 audio and video graphs (fused attention; default "
                         "with --precision fp16 --target onnx), used only by backend onnxruntime-cuda")
@@ -77,7 +80,7 @@ def main(argv=None) -> Path:
                            max_audio_seconds=args.max_audio_seconds, parity_clips=args.parity_clips,
                            exporter=args.exporter, opset=args.opset, ort_cuda_variant=args.ort_cuda_variant,
                            workspace_mb=args.workspace_mb, timing_cache=args.timing_cache,
-                           weakly_typed=args.weakly_typed, device=args.device)
+                           weakly_typed=args.weakly_typed, device=args.device, model_card=args.model_card)
     except ExportError as exc:
         raise SystemExit(str(exc)) from None
     from foal_edge.bundle import load_manifest

@@ -16,3 +16,7 @@ class TargetUnavailableError(ExportError):
 
 class PrecisionError(ExportError):
     """The precision is not one this target or source bundle can have."""
+
+
+class ModelCardFileError(ExportError):
+    """The model card (the checkpoint's or `--model-card FILE`) has a field missing or of the wrong type."""

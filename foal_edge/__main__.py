@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import confidence, model_card
 from .errors import FoalEdgeError, InvalidInputError, MediaError
 from .media import read_wav  # noqa: F401 (the CLI's demo clip; also importable from here)
 
@@ -212,6 +213,8 @@ def _main(argv=None) -> int:
             print("  " + ", ".join(f"{k} {v:.2f}" for k, v in result.attributes.items()))
         for note in result.notes:
             print(f"  note: {note}")
+        for line in confidence.describe(result):  # confidence, and whether voice and face agree
+            print(line)
     return 0
 
 
@@ -332,6 +335,8 @@ def predict(args):
         raise InvalidInputError("--audio-only with both --audio and --video would leave the video unused: give only "
                                 "--audio")
     predictor = open_predictor(args)
+    if model_card.notice(predictor.manifest.model_card):  # e.g. the demo's "synthetic data" line
+        print(f"NOTICE: {model_card.notice(predictor.manifest.model_card)}", file=sys.stderr)
     if args.demo:
         m = predictor.manifest
         audio, rate = read_wav(demo_file(args.bundle, m, "audio"))
@@ -371,6 +376,7 @@ def info(bundle: Path) -> int:
     except ImportError:
         pass
     print(f"  backends here: {', '.join(backends) or 'none (pip install foal-edge[cpu])'}")
+    print(*model_card.describe(m.model_card), sep="\n")
     return 0
 
 

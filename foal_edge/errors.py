@@ -14,6 +14,10 @@ class BundleError(FoalEdgeError):
     """A bundle directory that is missing, incomplete, corrupt or of another schema version."""
 
 
+class ModelCardError(FoalEdgeError, ValueError):
+    """A model card (`build_engine --model-card FILE`, or a manifest's) with a field missing or of the wrong type."""
+
+
 class IncompatibleEngineError(BundleError):
     """A TensorRT engine built for another TensorRT version or GPU: rebuild it on this device."""
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import preprocess
+from . import confidence, preprocess
 from .bundle import Manifest, check_graphs_fit
 from .errors import InvalidInputError
 from .preprocess import min_samples as wavlm_min_samples
@@ -35,16 +35,17 @@ class Prediction:
     timings_ms: dict[str, float]
     backend: str
     notes: tuple[str, ...] = field(default=())  # what was done to the input (e.g. audio cut to the window)
+    # foal_edge/confidence.py: the label's calibrated probability, whether it is under
+    # Predictor(min_confidence=), and with both modalities what each head says alone
+    confidence: float | None = None
+    low_confidence: bool = False
+    per_modality: dict | None = None  # {"audio"|"video": {"label", "confidence", "probabilities"}}
 
     def to_dict(self) -> dict:
         return {"label": self.label, "probabilities": self.probabilities, "attributes": self.attributes,
                 "modalities": list(self.modalities), "timings_ms": self.timings_ms, "backend": self.backend,
-                "notes": list(self.notes)}
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
+                "notes": list(self.notes), "confidence": self.confidence, "low_confidence": self.low_confidence,
+                "per_modality": self.per_modality}
 
 
 class Pipeline:
@@ -57,8 +58,10 @@ class Pipeline:
 
     def __init__(self, bundle, manifest: Manifest, backend: str, runners: dict, long_audio: str = "head",
                  frames_per_clip: int | None = None, threads: int | None = None, vad=None,
-                 preprocess: str = "cpu"):
+                 preprocess: str = "cpu", min_confidence: float | None = None):
         self.bundle, self.manifest, self.backend, self.runners = bundle, manifest, backend, runners
+        self.min_confidence = confidence.check_min_confidence(min_confidence)
+        self.temperatures = confidence.temperatures(manifest.calibration)  # 1.0 per head if uncalibrated
         self.labels = list(manifest.labels)
         self.long_audio = long_audio
         self.frames_per_clip = frames_per_clip or manifest.frames_per_clip
@@ -196,14 +199,14 @@ class Pipeline:
     def prediction(self, raw: dict, has_audio: bool, has_video: bool, timings, notes) -> Prediction:
         """A clip's raw fusion outputs -> its Prediction, from the head that matches the
         modalities it had (fused, audio-only or video-only)."""
-        key = "logits" if has_audio and has_video else ("audio_logits" if has_audio else "video_logits")
-        probs = _softmax(raw[key].astype(np.float64))
+        heads = confidence.read_heads(raw, has_audio, has_video, self.labels, self.temperatures,
+                                      self.min_confidence)
         attributes = None
         if "attributes" in raw and self.manifest.attributes and has_audio and has_video:
             attributes = {n: float(x) for n, x in zip(self.manifest.attributes, raw["attributes"])}
         modalities = tuple(m for m, present in (("audio", has_audio), ("video", has_video)) if present)
-        return Prediction(self.labels[int(probs.argmax())], {l: float(p) for l, p in zip(self.labels, probs)},
-                          attributes, modalities, timings, self.backend, tuple(notes))
+        return Prediction(heads.pop("label"), heads.pop("probabilities"), attributes, modalities, timings,
+                          self.backend, tuple(notes), **heads)
 
 
 __all__ = ["Pipeline", "Prediction", "LONG_AUDIO_POLICIES"]

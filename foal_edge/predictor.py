@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from . import preprocess
+from . import confidence, preprocess
 from .backends import close_all, open_runners
 from .bundle import GRAPHS, check_graph_io, load_manifest
 from .errors import BundleError, InvalidInputError, MediaError
@@ -61,11 +61,14 @@ class Predictor:
     foal_edge.backends.Runner), labels, and pipeline (foal_edge.pipeline.Pipeline: the steps,
     for callers that run them one by one, as StreamingPredictor does). close() or a `with`
     block frees the runners.
+
+    min_confidence: a probability; a prediction whose calibrated confidence is below it has
+    `low_confidence` True (None: off). See docs/confidence.md.
     """
 
     def __init__(self, bundle, backend: str = "auto", device: int = 0, threads: int | None = None,
                  long_audio: str = "head", frames_per_clip: int | None = None, verify: bool = True,
-                 preprocess: str = "auto", graph_cache="auto", vad="auto"):
+                 preprocess: str = "auto", graph_cache="auto", vad="auto", min_confidence: float | None = None):
         if long_audio not in LONG_AUDIO_POLICIES:
             raise InvalidInputError(f"long_audio must be one of {LONG_AUDIO_POLICIES}, not {long_audio!r}")
         if preprocess not in PREPROCESS_MODES:
@@ -82,8 +85,10 @@ class Predictor:
             raise InvalidInputError(f"verify must be True or False, not {verify!r}")
         if vad not in (True, False, "auto"):
             raise InvalidInputError(f"vad must be True, False or 'auto', not {vad!r}")
+        self.min_confidence = confidence.check_min_confidence(min_confidence)
         self.bundle = check_path("bundle", bundle)
         self.manifest = m = load_manifest(self.bundle, verify=verify)
+        self.temperatures = confidence.temperatures(m.calibration)  # 1.0 per head if uncalibrated
         self.long_audio = long_audio
         self.labels = list(m.labels)
         self.threads = threads
@@ -109,7 +114,7 @@ class Predictor:
             self.preprocess = "graph" if preprocess == "graph" or (
                 preprocess == "auto" and on_gpu and "preprocess" in self.runners) else "cpu"
             self.pipeline = Pipeline(self.bundle, m, self.backend, self.runners, long_audio, frames_per_clip,
-                                     threads, self.vad, self.preprocess)
+                                     threads, self.vad, self.preprocess, self.min_confidence)
         except BaseException:
             close_all(self.runners)
             raise

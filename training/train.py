@@ -365,6 +365,10 @@ def train_fold(args, cfg, corpus_clips, test_session: int, out: Path, rank: int,
                "train_clips": len(train_clips), "val_clips": len(val_clips), "test_clips": len(test_clips),
                "trained_parts": trained, "loss_weights": vars(cfg.loss), "history": history,
                "wall_seconds": round(time.time() - t0, 1), "test": test}
+    # temperatures (and the late-fusion stage) fitted on validation -> calibration.json, reliability png
+    from .calibration import calibrate_fold
+    metrics.update(corpus=args.data, calibration=calibrate_fold(selected, val_clips, test_clips, cfg, args.batch_size,
+                                                                device, out, test_session, metrics["validation"]))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     names = {"fused": "fused (audio + video) head", "audio": "audio-only head", "video": "video-only head"}
     plot_confusion(test[head]["confusion"], EMOTION_LABELS, out / "confusion.png",

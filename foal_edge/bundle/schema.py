@@ -212,7 +212,19 @@ _MANIFEST_FIELDS = {
     "wavlm_conv_stride": lambda x: _list(x, 1, 16, lambda k: _int(k, 1, 1024)),
     "graphs": _graphs,
 }
-_MANIFEST_OPTIONAL = {"demo": _nullable(_demo), "created_by": lambda x: _str(x, 128)}
+_MANIFEST_OPTIONAL = {"demo": _nullable(_demo), "created_by": lambda x: _str(x, 128),
+                      "model_card": _nullable(lambda x: _model_card(x)),
+                      "calibration": _nullable(lambda x: _calibration(x))}
+
+
+def _model_card(v):  # the card's schema lives beside its reader (imported late: it imports this module)
+    from ..model_card import check_card
+    return check_card(v)
+
+
+def _calibration(v):
+    from ..confidence import check_calibration
+    return check_calibration(v)
 
 
 def check_manifest(raw) -> Manifest:

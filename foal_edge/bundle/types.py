@@ -63,6 +63,8 @@ class Manifest:
     # {"audio": file, "frames": file, "fps": n, "expected": label, "sha256": {file: hash}}
     demo: dict | None = None
     created_by: str = "foal-edge"
+    model_card: dict | None = None  # foal_edge/model_card.py's schema
+    calibration: dict | None = None  # per-head temperatures (foal_edge/confidence.py)
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:
