@@ -20,7 +20,8 @@ def card():
     from export.model_card import bundle_card
     from training.model import FoalNet
 
-    checkpoint = __import__("export.build_engine", fromlist=["DEMO_CHECKPOINT"]).DEMO_CHECKPOINT
+    from export.api import DEMO_CHECKPOINT as checkpoint
+
     return bundle_card(checkpoint, None, FoalNet.load(checkpoint).config)[0]
 
 
