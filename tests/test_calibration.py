@@ -70,7 +70,7 @@ def calibrated(tmp_path_factory):
     model card: (checkpoint dir, bundle dir, calibration report)."""
     import torch
 
-    from export.build_engine import DEMO_CHECKPOINT
+    from export.api import DEMO_CHECKPOINT
     from export.build_engine import main as build
     from training.calibration import calibrate_fold
     from training.model import FoalNet
