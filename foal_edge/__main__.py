@@ -260,7 +260,8 @@ def batch(args) -> int:
     options = {k: v for k, v in (("vad", args.vad), ("merge_gap", args.merge_gap), ("overlap", args.overlap),
                                  ("hop", args.hop)) if v is not None}
     if options and not args.timeline:
-        raise InvalidInputError(f"--{'/--'.join(k.replace('_', '-') for k in options)} shape a timeline: add --timeline")
+        named = "/".join(f"--{k.replace('_', '-')}" for k in options)
+        raise InvalidInputError(f"{named} shape a timeline: add --timeline (or leave them out)")
     timeline = None
     if args.timeline:
         timeline = {k: v for k, v in options.items() if k != "vad"}

@@ -394,7 +394,7 @@ def _ray_records(predictor, todo, workers, use_audio, use_video, timeline=None):
     ctx.enable_progress_bars = False  # ours counts files
     vad = predictor.vad is not None
     ds = ray.data.from_items([{"path": os.fsencode(f)} for f in todo], override_num_blocks=len(todo))
-    done = ds.map_batches(RayWorker, batch_size=1, concurrency=workers, num_cpus=1,
+    done = ds.map_batches(RayWorker, batch_size=1, concurrency=min(workers, len(todo)), num_cpus=1,
                           fn_constructor_kwargs=dict(bundle=str(predictor.bundle.resolve()), backend=predictor.backend,
                                                      vad=vad, use_audio=use_audio, use_video=use_video,
                                                      timeline=timeline))
