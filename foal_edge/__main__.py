@@ -29,6 +29,7 @@ EPILOG = """examples:
   python -m foal_edge predict build/foal-demo --video clip.mp4            (its own audio track)
   python -m foal_edge predict build/foal-demo --video clip.mp4 --video-only
   python -m foal_edge batch build/foal-demo recordings/ --out results.jsonl --workers 2
+  python -m foal_edge batch build/foal-demo recordings/ --out segments.csv --timeline   (a row per segment)
   python -m foal_edge live build/foal-demo --replay clip.mp4 --record annotated.mp4
   python -m foal_edge timeline build/foal-demo interview.mp4 --out interview.vtt --plot interview.png
   python -m foal_edge serve build/foal-demo --port 8000      (clients: foal_edge.Client or HTTP/JSON)
@@ -83,6 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--engine", choices=("local", "ray"), default="local",
                     help="local: threads in this process; ray: Ray Data actors (one Predictor each) on a local Ray "
                          "or the cluster RAY_ADDRESS names (pip install 'foal-edge[serve]')")
+    ba.add_argument("--timeline", action="store_true",
+                    help="one row per segment of each file's emotion timeline (file, segment, segments, start, end, "
+                         "kind, label, probabilities, ...; docs/timeline.md) instead of one row per file")
+    ba.add_argument("--vad", choices=("silero", "webrtc"), default=None,
+                    help="with --timeline: the voice activity detector (default: silero when installed, else webrtc)")
+    ba.add_argument("--merge-gap", type=float, default=None,
+                    help="with --timeline: seconds of non-speech that end a turn (0.5)")
+    ba.add_argument("--overlap", type=float, default=None,
+                    help="with --timeline: seconds by which a long turn's windows overlap (0.5)")
+    ba.add_argument("--hop", type=float, default=None,
+                    help="with --timeline: seconds per segment where nobody speaks (default: the bundle's window)")
 
     lv = sub.add_parser("live", help="a camera and microphone, or a replayed file, labelled as it plays",
                         description="Stream a webcam and microphone (pip install 'foal-edge[live]'), or a video "
@@ -245,20 +257,36 @@ def batch(args) -> int:
 
     # Everything that can be refused is refused before the model loads: missing inputs, missing
     # packages, an --out that is an input, a FIFO or another batch's (its lock is taken here).
+    options = {k: v for k, v in (("vad", args.vad), ("merge_gap", args.merge_gap), ("overlap", args.overlap),
+                                 ("hop", args.hop)) if v is not None}
+    if options and not args.timeline:
+        named = "/".join(f"--{k.replace('_', '-')}" for k in options)
+        raise InvalidInputError(f"{named} shape a timeline: add --timeline (or leave them out)")
+    timeline = None
+    if args.timeline:
+        timeline = {k: v for k, v in options.items() if k != "vad"}
+        timeline["vad"] = False if args.no_vad else (args.vad or "auto")
     files = runner.collect(args.inputs)
     runner.check_media_packages(files)
-    rows = runner.open_rows(args.out, load_manifest(args.bundle).labels, files).open()
+    manifest = load_manifest(args.bundle)
+    rows = runner.open_rows(args.out, manifest.labels, files, timeline is not None, manifest.attributes).open()
     try:
-        predictor = open_predictor(args, threads=1 if workers > 1 else None)  # one core per worker
+        if timeline is None:
+            predictor = open_predictor(args, threads=1 if workers > 1 else None)  # one core per worker
+        else:  # the timeline runs its own voice activity detector
+            from .predictor import Predictor
+
+            predictor = Predictor(args.bundle, backend=args.backend, threads=1 if workers > 1 else None, vad=False)
     except BaseException:
         rows.close()
         raise
     counts = runner.run(predictor, args.inputs, args.out, workers, use_audio=not args.video_only,
                         use_video=not args.audio_only, progress=not args.no_progress, engine=args.engine,
-                        retry_failed=not args.no_retry_failed, rows=rows)
+                        retry_failed=not args.no_retry_failed, rows=rows, timeline=timeline)
     kept = f", {counts['kept_failed']} failed earlier (kept, not retried)" if counts["kept_failed"] else ""
-    print(f"{counts['done']} predicted, {counts['failed']} failed, {counts['skipped']} already in {args.out}{kept}",
-          file=sys.stderr)
+    segments = f" ({counts['segments']} segments)" if timeline is not None else ""
+    print(f"{counts['done']} predicted{segments}, {counts['failed']} failed, {counts['skipped']} already in "
+          f"{args.out}{kept}", file=sys.stderr)
     if counts["interrupted"]:
         missing = counts["files"] - counts["done"] - counts["failed"] - counts["skipped"] - counts["kept_failed"]
         print(f"interrupted: {missing} files not predicted yet; {args.out} holds every finished row; run the same "

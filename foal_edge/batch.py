@@ -12,6 +12,16 @@ Predictor (its sessions are thread-safe), each thread taking the next file only 
 free, so Ctrl-C stops at once without predicting queued files; progress with tqdm where it
 is installed. With `--engine ray`, on Ray Data instead: one Predictor per actor, files
 streamed through them, on a local Ray or the cluster RAY_ADDRESS names.
+
+With `timeline=` (the command's `--timeline`), each file becomes one row per segment of its
+emotion timeline (foal_edge/timeline.py): file, segment (0, 1, ...), segments (how many the
+file has), start, end, kind, label, the probabilities, attributes where the bundle has them,
+modalities, notes, ms (the file's time); a file with no segment (silence, no frames) gets one
+row with segments 0. A file's rows are written together (one write, then fsync), and a file
+counts as done only when all `segments` of its rows are there: a run killed while writing a
+file's rows leaves a torn group, whose rows the next run drops (rewriting the output
+atomically) before predicting that file again, so every file ends with exactly one complete
+group. Failed files get one error row and are retried as in plain batch.
 """
 
 from __future__ import annotations
@@ -99,6 +109,73 @@ def predict_one(predictor, path: Path, use_audio: bool, use_video: bool) -> dict
     return record
 
 
+def timeline_one(predictor, path: Path, use_audio: bool, use_video: bool, options: dict) -> list[dict]:
+    """One file's timeline rows (one per segment; one row with segments 0 when there is none),
+    or its error row (never raises for a file)."""
+    t0 = time.perf_counter()
+    try:
+        segments = predictor.timeline(path, use_audio=use_audio, use_video=use_video, **options)
+        ms = round(1e3 * (time.perf_counter() - t0), 1)
+        rows = []
+        for i, segment in enumerate(segments):
+            row = {"file": str(path), "segment": i, "segments": len(segments)}
+            row.update(segment.to_dict())
+            if row.get("attributes") is None:
+                row.pop("attributes", None)
+            row["ms"] = ms
+            rows.append(row)
+        return rows or [{"file": str(path), "segments": 0, "notes": ["no segment: no speech found and no frames"],
+                         "ms": ms}]
+    except FoalEdgeError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    except MemoryError:
+        error = "MemoryError: the file needs more memory than is free"
+    except Exception as exc:  # a bug of ours: this file's row says so and the batch goes on
+        error = f"internal error ({type(exc).__name__}: {exc}); please report it"
+    return [{"file": str(path), "error": error, "ms": round(1e3 * (time.perf_counter() - t0), 1)}]
+
+
+def timeline_fields(labels, attributes=()) -> list[str]:
+    return (["file", "segment", "segments", "start", "end", "kind", "label"] + [f"p_{label}" for label in labels]
+            + [f"a_{name}" for name in attributes] + ["modalities", "notes", "ms", "error"])
+
+
+def timeline_cells(record: dict) -> dict:
+    row = {k: record.get(k, "") for k in ("file", "segment", "segments", "kind", "label", "ms", "error")}
+    row.update(start=f"{record['start']:.3f}" if "start" in record else "",
+               end=f"{record['end']:.3f}" if "end" in record else "",
+               modalities="+".join(record.get("modalities", [])), notes=" | ".join(record.get("notes", [])))
+    row.update({f"p_{k}": f"{v:.6f}" for k, v in record.get("probabilities", {}).items()})
+    row.update({f"a_{k}": f"{v:.4f}" for k, v in (record.get("attributes") or {}).items()})
+    return row
+
+
+def complete_groups(rows) -> dict[str, int]:
+    """file -> the index in `rows` of the first row of its first complete timeline group: the
+    rows segment 0..n-1 of a file, consecutive, each saying segments n (or the one row of a file
+    with segments 0). Rows read back from CSV are strings: compared as numbers."""
+    found: dict[str, int] = {}
+    i = 0
+    while i < len(rows):
+        row = rows[i]
+        try:
+            n = int(row.get("segments"))
+        except (TypeError, ValueError):
+            i += 1
+            continue
+        name = row["file"]
+        group = rows[i:i + max(n, 1)]
+        ok = len(group) == max(n, 1) and all(
+            r.get("file") == name and not r.get("error") and str(r.get("segments")) == str(n)
+            and (n == 0 or str(r.get("segment")) == str(j)) for j, r in enumerate(group))
+        if ok:
+            found.setdefault(name, i)
+            i += len(group)
+        else:
+            i += 1
+    return found
+
+
 def csv_fields(labels) -> list[str]:
     return ["file", "label"] + [f"p_{label}" for label in labels] + ["modalities", "notes", "ms", "error"]
 
@@ -111,8 +188,11 @@ def csv_cells(record: dict) -> dict:
     return row
 
 
-def open_rows(out: Path, labels, inputs=()) -> ResumableRows:
-    """The batch's results file (not yet opened)."""
+def open_rows(out: Path, labels, inputs=(), timeline: bool = False, attributes=()) -> ResumableRows:
+    """The batch's results file (not yet opened); `timeline`: one row per segment."""
+    if timeline:
+        return ResumableRows(out, fields=timeline_fields(labels, attributes), key="file", flatten=timeline_cells,
+                             inputs=inputs)
     return ResumableRows(out, fields=csv_fields(labels), key="file", flatten=csv_cells, inputs=inputs)
 
 
@@ -144,27 +224,53 @@ class _Progress:
 
 def run(predictor, inputs, out: Path, workers: int = 1, use_audio: bool = True, use_video: bool = True,
         progress: bool = True, engine: str = "local", retry_failed: bool = True,
-        rows: ResumableRows | None = None) -> dict:
+        rows: ResumableRows | None = None, timeline: dict | None = None) -> dict:
     """Predict every media file in `inputs` into `out`; returns counts: files, done (predicted
     now), failed (failed now), skipped (already predicted), kept_failed (failed before, not
-    retried), repaired (bytes of a torn last row cut), interrupted (Ctrl-C: the output holds
-    every finished row and a rerun resumes). engine "local": threads sharing `predictor`;
-    "ray": Ray Data, one Predictor per actor. `rows`: the output already opened (the command
-    line takes the lock before loading the model); closed here."""
+    retried), repaired (bytes of a torn last row cut), redone (files whose torn group of
+    timeline rows was dropped to predict them again), segments (timeline rows written now),
+    interrupted (Ctrl-C: the output holds every finished row and a rerun resumes). engine
+    "local": threads sharing `predictor`; "ray": Ray Data, one Predictor per actor. `rows`: the
+    output already opened (the command line takes the lock before loading the model); closed
+    here. `timeline`: None for one row per file, else a dict of timeline options (vad,
+    merge_gap, overlap, hop; {} for the defaults) for one row per segment."""
     files = collect(inputs)
+    if timeline is not None:
+        from .timeline import TimelineCore, _check_options
+
+        try:  # bad options (or a detector not installed) are refused before any file
+            _check_options(timeline)
+            TimelineCore(predictor, audio=use_audio, video=use_video, **timeline)
+        except BaseException:
+            if rows is not None:
+                rows.close()
+            raise
     if rows is None:
         check_media_packages(files)
-        rows = open_rows(out, predictor.labels, files).open()
+        rows = open_rows(out, predictor.labels, files, timeline is not None, predictor.manifest.attributes).open()
     counts = {"files": len(files), "skipped": 0, "done": 0, "failed": 0, "kept_failed": 0,
-              "repaired": rows.repaired, "interrupted": False}
+              "repaired": rows.repaired, "redone": 0, "segments": 0, "interrupted": False}
     bar = None
     try:
         wanted = {str(f) for f in files}
-        good = {r["file"] for r in rows.rows if not r.get("error")}
+        chosen: set[int] = set()  # timeline: the rows of each file's first whole group
+        if timeline is None:
+            good = {r["file"] for r in rows.rows if not r.get("error")}
+        else:  # a file is done when one whole group of its rows is there
+            groups = complete_groups(rows.rows)
+            good = set(groups)
+            for i in groups.values():
+                chosen.update(range(i, i + max(int(rows.rows[i]["segments"]), 1)))
+            torn = {r["file"] for r in rows.rows if not r.get("error") and r["file"] not in good}
+            counts["redone"] = len(torn & wanted)
         seen: set[str] = set()
+        position = iter(range(len(rows.rows)))
 
-        def keep(row) -> bool:  # one row per file: the prediction, else (unless retried) the last error
+        def keep(row) -> bool:  # one row (group) per file: the prediction, else (unless retried) the last error
+            i = next(position)
             name = row["file"]
+            if timeline is not None and not row.get("error"):
+                return i in chosen  # rows of a torn group, or a second group, are dropped
             if name in seen or (row.get("error") and name in good):
                 return False
             if row.get("error") and retry_failed and name in wanted:
@@ -180,14 +286,23 @@ def run(predictor, inputs, out: Path, workers: int = 1, use_audio: bool = True, 
         bar = _Progress(len(todo), progress)
         if rows.repaired:
             bar.write(f"note: {out}: cut a torn last row ({rows.repaired} bytes) left by an interrupted run")
+        if counts["redone"]:
+            bar.write(f"note: {out}: dropped the incomplete rows of {counts['redone']} file(s) left by an interrupted "
+                      "run; predicting them again")
         records = _ray_records if engine == "ray" else _local_records
-        stream = records(predictor, todo, max(1, workers), use_audio, use_video)
+        stream = records(predictor, todo, max(1, workers), use_audio, use_video, timeline)
         try:
-            for record in stream:
-                rows.append(record)
+            for group in stream:
+                if timeline is None:
+                    rows.append(group[0])
+                else:
+                    rows.append_group(group)
+                record = group[0]
                 counts["failed" if "error" in record else "done"] += 1
                 if "error" in record:
                     bar.write(f"failed: {record['file']}: {record['error']}")
+                elif timeline is not None:
+                    counts["segments"] += len(group) if record.get("segments") else 0
                 bar.update()
         except KeyboardInterrupt:
             counts["interrupted"] = True
@@ -200,11 +315,18 @@ def run(predictor, inputs, out: Path, workers: int = 1, use_audio: bool = True, 
     return counts
 
 
+def _job(predictor, path, use_audio, use_video, timeline) -> list[dict]:
+    """One file's rows: [its row], or with `timeline` its segments' rows."""
+    if timeline is None:
+        return [predict_one(predictor, path, use_audio, use_video)]
+    return timeline_one(predictor, path, use_audio, use_video, timeline)
+
+
 _DONE = object()
 
 
-def _local_records(predictor, todo, workers, use_audio, use_video):
-    """Records as they finish. Each thread takes the next file only when it is free; closing
+def _local_records(predictor, todo, workers, use_audio, use_video, timeline=None):
+    """Each file's rows (a list), as the files finish. Each thread takes the next file only when it is free; closing
     the generator (Ctrl-C) stops them taking more, and does not wait for the ones running
     (their results are not written; a rerun predicts those files)."""
     tasks = iter(todo)
@@ -219,7 +341,7 @@ def _local_records(predictor, todo, workers, use_audio, use_video):
                     path = next(tasks, None)
                 if path is None:
                     break
-                results.put(predict_one(predictor, path, use_audio, use_video))
+                results.put(_job(predictor, path, use_audio, use_video, timeline))
         finally:
             results.put(_DONE)
 
@@ -242,24 +364,24 @@ def _local_records(predictor, todo, workers, use_audio, use_video):
 
 
 class RayWorker:
-    """A Ray Data actor: one Predictor, files in, JSON records out."""
+    """A Ray Data actor: one Predictor, files in, each file's rows out (a JSON list)."""
 
-    def __init__(self, bundle: str, backend: str, vad, use_audio: bool, use_video: bool):
+    def __init__(self, bundle: str, backend: str, vad, use_audio: bool, use_video: bool, timeline=None):
         from .predictor import Predictor
 
         self.predictor = Predictor(bundle, backend=backend, threads=1, vad=vad)
-        self.use_audio, self.use_video = use_audio, use_video
+        self.use_audio, self.use_video, self.timeline = use_audio, use_video, timeline
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
         # Names travel as bytes (os.fsencode): Arrow strings must be UTF-8, a file name need not be.
-        records = [predict_one(self.predictor, Path(os.fsdecode(bytes(f))), self.use_audio, self.use_video)
+        records = [_job(self.predictor, Path(os.fsdecode(bytes(f))), self.use_audio, self.use_video, self.timeline)
                    for f in batch["path"]]
         return {"record": np.array([json.dumps(r) for r in records], dtype=object)}
 
 
-def _ray_records(predictor, todo, workers, use_audio, use_video):
+def _ray_records(predictor, todo, workers, use_audio, use_video, timeline=None):
     try:
         import ray
     except ImportError as exc:
@@ -272,8 +394,9 @@ def _ray_records(predictor, todo, workers, use_audio, use_video):
     ctx.enable_progress_bars = False  # ours counts files
     vad = predictor.vad is not None
     ds = ray.data.from_items([{"path": os.fsencode(f)} for f in todo], override_num_blocks=len(todo))
-    done = ds.map_batches(RayWorker, batch_size=1, concurrency=workers, num_cpus=1,
+    done = ds.map_batches(RayWorker, batch_size=1, concurrency=min(workers, len(todo)), num_cpus=1,
                           fn_constructor_kwargs=dict(bundle=str(predictor.bundle.resolve()), backend=predictor.backend,
-                                                     vad=vad, use_audio=use_audio, use_video=use_video))
+                                                     vad=vad, use_audio=use_audio, use_video=use_video,
+                                                     timeline=timeline))
     for row in done.iter_rows():  # streamed: each file's record as it finishes
         yield json.loads(row["record"])

@@ -326,6 +326,21 @@ class ResumableRows:
         self.rows.append(row if not self.csv else {k: str(v) for k, v in self.flatten(row).items()})
         self._raw.append(data)
 
+    def append_group(self, rows: list[dict]) -> None:
+        """Write several rows together (one write, then fsync): the rows of one file in a
+        `batch --timeline`. A kill can still cut the write short; the next open() cuts the torn
+        last row and the caller recognises the incomplete group by its rows (see
+        foal_edge/batch.py, `timeline_keep`)."""
+        data = [self.encode(row) for row in rows]
+        self._write(b"".join(data))
+        try:
+            os.fsync(self._f.fileno())
+        except OSError:
+            pass
+        for row, raw in zip(rows, data):
+            self.rows.append(row if not self.csv else {k: str(v) for k, v in self.flatten(row).items()})
+            self._raw.append(raw)
+
     def keep(self, wanted) -> int:
         """Keep only the rows for which wanted(row) is true: the file is rewritten atomically
         (a temporary file renamed over it). -> rows dropped."""
