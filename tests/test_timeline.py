@@ -134,6 +134,9 @@ def test_every_output_format_parses(tiny_bundle, video_file, tmp_path, capsys):
     assert len(table) == len(rows)
     assert [float(r["start"]) for r in table] == pytest.approx([r["start"] for r in rows], abs=1e-3)
     assert all(r["label"] in r for r in table)  # one probability column per label
+    # each segment carries its label's calibrated probability, as the Prediction does
+    assert all(r["confidence"] == pytest.approx(r["probabilities"][r["label"]], abs=1e-6) for r in rows)
+    assert [float(r["confidence"]) for r in table] == pytest.approx([r["confidence"] for r in rows], abs=1e-4)
     captions = webvtt.read(str(outs[2]))
     assert len(captions) == len(rows)
     def seconds(stamp):  # webvtt-py's *_in_seconds are whole seconds
@@ -143,7 +146,7 @@ def test_every_output_format_parses(tiny_bundle, video_file, tmp_path, capsys):
     for caption, row in zip(captions, rows):
         assert seconds(caption.start) == pytest.approx(row["start"], abs=1e-3)
         assert seconds(caption.end) == pytest.approx(row["end"], abs=1e-3)
-        assert caption.text.startswith(row["label"])
+        assert caption.text.startswith(f"{row['label']} {row['confidence']:.0%}")
     if plot is not None:
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "segments" in capsys.readouterr().err
