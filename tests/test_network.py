@@ -35,7 +35,8 @@ PREDICTION = {"label": "happy", "probabilities": {"happy": 0.75, "sad": 0.25}, "
               "confidence": 0.75, "low_confidence": True,
               "per_modality": {"audio": {"label": "happy", "confidence": 0.75,
                                          "probabilities": {"happy": 0.75, "sad": 0.25}},
-                               "video": {"label": "sad", "confidence": 0.5, "probabilities": {"happy": 0.5, "sad": 0.5}}}}
+                               "video": {"label": "sad", "confidence": 0.5,
+                                         "probabilities": {"happy": 0.5, "sad": 0.5}}}}
 
 
 def free_port() -> int:
@@ -164,7 +165,8 @@ def test_the_client_deadline_is_total_not_per_read(hostile, mode):
 
 
 @pytest.mark.parametrize("mode", ["huge", "huge-chunked", "truncated", "not-json", "deep", "digits", "wrong-fields",
-                                  "bad-confidence", "bad-low-confidence", "bad-per-modality", "nan", "html", "proxy-502", "error-odd", "long-header", "many-headers", "garbage",
+                                  "bad-confidence", "bad-low-confidence", "bad-per-modality",
+                                  "nan", "html", "proxy-502", "error-odd", "long-header", "many-headers", "garbage",
                                   "redirect", "bad-length"])
 def test_every_malformed_answer_is_a_protocol_error(hostile, mode):
     client = Client(f"{hostile}/{mode}", timeout=20)
