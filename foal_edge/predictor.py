@@ -56,7 +56,8 @@ class Predictor:
     little or no speech, and a window without speech is answered by the video head); False (or
     "off"): the audio as given; "auto": WebRTC when webrtcvad is installed (pip install
     'foal-edge[vad]') and takes the bundle's rate, else off. An explicit detector that is not
-    installed, or does not take the bundle's rate, is a BackendUnavailableError. (A timeline's default is Silero: one state through a recording.)
+    installed, or does not take the bundle's rate, is a BackendUnavailableError.
+    (A timeline's default is Silero: one state through a recording.)
 
     graph_cache: a directory where ONNX Runtime's optimised CPU graphs are kept between starts
     (keyed by each graph's sha256, the ONNX Runtime version and the CPU), "auto" for
