@@ -119,3 +119,25 @@ def test_the_predictor_takes_either_detector(tiny_bundle, talk):
         result = predictors[kind].predict(audio=sentence, sample_rate=RATE)
         assert result.modalities == ("audio",)
         assert any(n.startswith("voice activity: WavLM hears the") for n in result.notes), (kind, result.notes)
+
+
+def test_predict_takes_the_detector_on_the_command_line(tiny_bundle, tmp_path, capsys):
+    """`predict --vad silero|webrtc|off|auto`; --vad and --no-vad that disagree are refused."""
+    import json
+
+    import soundfile as sf
+
+    from foal_edge.__main__ import main as cli
+    from training.synthetic import make_clip
+
+    wav = tmp_path / "buzz.wav"
+    sf.write(wav, make_clip(1, seconds=2.0, frames=6)[0], RATE)  # Silero hears no speech in it (above)
+    notes = {}
+    for kind in ("silero", "webrtc", "off", "auto"):
+        assert cli(["predict", str(tiny_bundle[1]), "--audio", str(wav), "--vad", kind, "--json",
+                    "--backend", "onnxruntime-cpu"]) == 0
+        notes[kind] = json.loads(capsys.readouterr().out)["notes"]
+    assert any("no speech heard" in n for n in notes["silero"])
+    assert notes["webrtc"] == notes["off"] == notes["auto"] == []
+    assert cli(["predict", str(tiny_bundle[1]), "--audio", str(wav), "--vad", "silero", "--no-vad"]) == 2
+    assert "contradict" in capsys.readouterr().err
