@@ -57,6 +57,9 @@ class MediaInfo:
 
 
 def _open(path: Path):
+    """The container, for a regular file (a pipe, a device or a directory is refused by
+    media.check_input, as for a clip, before PyAV could block on it)."""
+    path = media.check_input(path)
     try:
         import av
     except ImportError as exc:
@@ -64,8 +67,8 @@ def _open(path: Path):
     try:
         return av.open(str(path))
     except (av.error.FFmpegError, OSError) as exc:
-        raise MediaError(f"{path}: cannot open it as audio or video ({exc}); check the file, or convert it with "
-                         "`ffmpeg -i FILE out.mp4`") from exc
+        raise MediaError(f"{path}: cannot open it as audio or video ({media.describe(exc)}); check the file, or "
+                         "convert it with `ffmpeg -i FILE out.mp4`") from exc
 
 
 def probe(path) -> MediaInfo:

@@ -230,3 +230,19 @@ def test_a_turned_phone_video_is_read_upright_as_ffmpeg_shows_it(tmp_path):
     expected = np.frombuffer(shown, np.uint8).reshape(64, 32, 3)
     red = lambda x: np.argwhere((x[..., 0] > 150) & (x[..., 1] < 100)).mean(0)  # noqa: E731
     assert red(got[0]) == pytest.approx(red(expected), abs=1.0)
+
+
+def test_a_timeline_refuses_what_is_not_a_regular_file(predictor, tmp_path):
+    """A directory or a named pipe gets media.py's error for a clip, before PyAV opens it (a
+    FIFO would block it)."""
+    import os
+
+    from foal_edge.errors import MediaError
+
+    with pytest.raises(MediaError, match="a directory"):
+        predictor.timeline(tmp_path)
+    if hasattr(os, "mkfifo"):
+        fifo = tmp_path / "pipe.mp4"
+        os.mkfifo(fifo)
+        with pytest.raises(MediaError, match="named pipe"):
+            predictor.timeline(fifo)
