@@ -274,7 +274,9 @@ class Predictor:
         m = self.manifest
         return {"bundle": str(self.bundle), "backend": self.backend, "preset": m.preset, "labels": m.labels,
                 "attributes": m.attributes, "audio_seconds": m.audio_seconds, "frames_per_clip": m.frames_per_clip,
-                "preprocess": self.preprocess,
+                "preprocess": self.preprocess, "vad": getattr(self.vad, "kind", None),
+                "calibration": {"temperatures": dict(self.temperatures), "min_confidence": self.min_confidence},
+                "model_card": m.model_card,  # what it was trained on, its licences and uses (foal_edge.model_card)
                 "graphs": {n: {"file": g.file, "format": g.format, "precision": g.precision} for n, g in
                            m.graphs.items()}}
 

@@ -371,6 +371,14 @@ def test_no_paths_tracebacks_or_api_explorer(server):
     text = json.dumps(health)
     assert health["bundle"] == server["bundle"].name and str(server["bundle"].parent) not in text
     assert "/" not in health["bundle"]
+    # what a caller needs to judge the answers: the calibration and the model card
+    from foal_edge import confidence
+    from foal_edge.bundle import load_manifest
+
+    m = load_manifest(server["bundle"])
+    assert health["calibration"]["temperatures"] == confidence.temperatures(m.calibration)
+    assert set(health["calibration"]["temperatures"]) == {"fused", "audio", "video"}
+    assert health["model_card"] == m.model_card and health["vad"] is None  # --no-vad
 
 
 def server_processes(proc):
