@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--video", type=Path, help="video file (PyAV: mp4, avi, mkv, ...); an image works as one frame")
     pr.add_argument("--demo", action="store_true", help="the sample clip shipped inside the bundle")
     pr.add_argument("--json", action="store_true", help="print the prediction as JSON")
+    pr.add_argument("--vad", choices=("auto", "silero", "webrtc", "off"), default=None,
+                    help="the voice activity detector (auto: webrtc when installed; silero is slower per window; "
+                         "off is --no-vad)")
 
     ba = sub.add_parser("batch", help="predict many files into one results file",
                         description="Predict every audio, video and image file among INPUTS (directories "
@@ -234,8 +237,12 @@ def open_predictor(args, threads=None):
     from . import vad as voice
     from .predictor import Predictor
 
-    predictor = Predictor(args.bundle, backend=args.backend, threads=threads, vad=False if args.no_vad else "auto")
-    if not args.no_vad and predictor.vad is None:  # said once, not silently off
+    chosen = getattr(args, "vad", None)  # --vad where the command has it
+    if args.no_vad and chosen not in (None, "off"):
+        raise InvalidInputError(f"--vad {chosen} and --no-vad contradict each other: give one")
+    kind = "off" if args.no_vad else (chosen or "auto")
+    predictor = Predictor(args.bundle, backend=args.backend, threads=threads, vad=kind)
+    if kind == "auto" and predictor.vad is None:  # said once, not silently off
         rate = predictor.manifest.sample_rate
         why = "webrtcvad is not installed (pip install 'foal-edge[vad]')" if not voice.available() else \
             f"WebRTC's detector does not take the bundle's {rate} Hz"

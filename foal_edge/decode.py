@@ -5,8 +5,9 @@ PyAV demultiplexes the file once and decodes both streams as their packets come 
 FFmpeg's own frame and slice threads). Audio is converted to float32 mono at the bundle's rate by
 FFmpeg's resampler and handed on in chunks of about half a second. Every video frame is decoded
 (a codec needs its reference frames) but only the frames on the timeline's grid (one per
-`spacing` seconds, chosen by presentation timestamp, `FrameGrid`) are converted to RGB, rotated
-upright when the file says the camera was turned, and handed on. Nothing holds the whole file:
+`spacing` seconds, chosen by presentation timestamp, `FrameGrid`) are converted to RGB, shown
+upright as a player shows them (foal_edge/media.py's reading of the display matrix of the first
+frame, or of the stream's rotate tag) and handed on. Nothing holds the whole file:
 the pass keeps one chunk of audio and one frame at a time.
 
 `Decoder.run(sink)` calls `sink(kind, time, data)` for each item ("audio", start seconds, float32
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import media
 from .errors import BackendUnavailableError, MediaError
 
 AUDIO_CHUNK_SECONDS = 0.5
@@ -55,6 +57,9 @@ class MediaInfo:
 
 
 def _open(path: Path):
+    """The container, for a regular file (a pipe, a device or a directory is refused by
+    media.check_input, as for a clip, before PyAV could block on it)."""
+    path = media.check_input(path)
     try:
         import av
     except ImportError as exc:
@@ -62,8 +67,8 @@ def _open(path: Path):
     try:
         return av.open(str(path))
     except (av.error.FFmpegError, OSError) as exc:
-        raise MediaError(f"{path}: cannot open it as audio or video ({exc}); check the file, or convert it with "
-                         "`ffmpeg -i FILE out.mp4`") from exc
+        raise MediaError(f"{path}: cannot open it as audio or video ({media.describe(exc)}); check the file, or "
+                         "convert it with `ffmpeg -i FILE out.mp4`") from exc
 
 
 def probe(path) -> MediaInfo:
@@ -113,6 +118,7 @@ class Decoder:
                 streams.append(v)
                 v.thread_type = "AUTO"  # frame and slice threads
                 grid = FrameGrid(self.spacing)
+                turn = None  # (degrees clockwise, mirrored): read upright as media.py reads a clip
                 start = float(v.start_time * v.time_base) if v.start_time is not None else 0.0
             # Frame times are on the audio clock: both measured from the container's start.
             origin = container.start_time / 1e6 if container.start_time is not None else 0.0
@@ -148,11 +154,10 @@ class Decoder:
                             self.frames_decoded += 1
                             t = float(frame.pts * frame.time_base) - origin if frame.pts is not None else \
                                 (self.frames_decoded - 1) / float(v.average_rate or 25) + start - origin
+                            if turn is None:  # the first frame carries the display matrix
+                                turn = media._stream_turn(v, frame)
                             if grid.due(t):
-                                rgb = frame.to_ndarray(format="rgb24")
-                                rotation = getattr(frame, "rotation", 0) or 0
-                                if rotation % 360:
-                                    rgb = np.ascontiguousarray(np.rot90(rgb, k=int(rotation // 90) % 4))
+                                rgb = media._upright(frame.to_ndarray(format="rgb24"), *turn)
                                 self.frames_kept += 1
                                 sink("frame", t, rgb)
                             self.seconds = max(self.seconds, t)

@@ -28,12 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
+from . import model_card
 from .errors import BackendUnavailableError, InvalidInputError, MediaError
 from .outputs import AtomicFile, OutputLock, check_output
 from .streaming import StreamingPredictor
 
 BAR_COLOURS = {"neutral": (170, 170, 170), "happy": (250, 200, 40), "angry": (230, 60, 50), "sad": (70, 120, 230)}
 PANEL = (24, 24, 24)
+LOW_COLOUR = (255, 170, 40)  # the head line of a low-confidence prediction
 # Containers --record writes: suffix -> (PyAV format, audio codec).
 RECORD_FORMATS = {".mp4": ("mp4", "aac"), ".m4v": ("mp4", "aac"), ".mov": ("mov", "aac"),
                   ".mkv": ("matroska", "aac"), ".avi": ("avi", "pcm_s16le")}
@@ -71,14 +73,18 @@ def _fit(draw, text: str, font, width: float) -> str:
     return text + "..." if text else ""
 
 
-def annotate(frame: np.ndarray, prediction, t: float, note: str | None = None) -> np.ndarray:
+def annotate(frame: np.ndarray, prediction, t: float, note: str | None = None,
+             notice: str | None = None) -> np.ndarray:
     """The frame, untouched, with a panel below it (landscape) or beside it (portrait): the
-    time, the label, each probability as a bar, the modalities used. Every bar and text ends
-    inside the panel whatever the frame size; the result has even sides (for H.264)."""
+    time, the label with its calibrated confidence (amber and marked "low confidence" when the
+    prediction is under Predictor(min_confidence=)), each probability as a bar, the modalities
+    used, then `note` and the model card's `notice` (foal_edge.model_card.notice, e.g. the
+    demo's synthetic-data line). Every bar and text ends inside the panel whatever the frame
+    size; the result has even sides (for H.264)."""
     from PIL import Image, ImageDraw
 
     h, w = frame.shape[:2]
-    rows = 1 + (len(prediction.probabilities) if prediction else 1) + (1 if note else 0)
+    rows = 1 + (len(prediction.probabilities) if prediction else 1) + (1 if note else 0) + (1 if notice else 0)
     where, size, scale = panel_layout(w, h, rows)
     cw, ch = (w + size, h) if where == "right" else (w, h + size)
     cw, ch = cw + cw % 2, ch + ch % 2
@@ -90,9 +96,13 @@ def annotate(frame: np.ndarray, prediction, t: float, note: str | None = None) -
     row = 18 * scale
     font = _font(int(13 * scale))
     pad = 6 * scale
-    head = f"{t:5.1f}s  " + (f"{prediction.label}  ({'+'.join(prediction.modalities)})" if prediction
-                             else "listening...")
-    d.text((x0 + pad, y0 + pad / 2), _fit(d, head, font, pw - 2 * pad), fill=(255, 255, 255), font=font)
+    low = prediction is not None and getattr(prediction, "low_confidence", False)
+    conf = getattr(prediction, "confidence", None) if prediction is not None else None
+    head = f"{t:5.1f}s  " + (f"{prediction.label}" + (f" {conf:.2f}" if conf is not None else "")
+                             + ("  LOW CONFIDENCE" if low else "") + f"  ({'+'.join(prediction.modalities)})"
+                             if prediction else "listening...")
+    d.text((x0 + pad, y0 + pad / 2), _fit(d, head, font, pw - 2 * pad), fill=LOW_COLOUR if low else (255, 255, 255),
+           font=font)
     if prediction is not None:
         label_w = min(70 * scale, 0.35 * pw)
         value_w = min(40 * scale, 0.2 * pw)
@@ -105,8 +115,13 @@ def annotate(frame: np.ndarray, prediction, t: float, note: str | None = None) -
             d.rectangle([bx, y + 3 * scale, bx + bar_w * p, y + row - 5 * scale],
                         fill=BAR_COLOURS.get(label, (120, 200, 120)))
             d.text((bx + bar_w + 2 * scale, y), f"{p:.2f}", fill=(255, 255, 255), font=font)
+    last = rows - 1
+    if notice:
+        d.text((x0 + pad, y0 + pad / 2 + row * last), _fit(d, notice, font, pw - 2 * pad), fill=(170, 170, 170),
+               font=font)
+        last -= 1
     if note:
-        d.text((x0 + pad, y0 + pad / 2 + row * (rows - 1)), _fit(d, note, font, pw - 2 * pad), fill=(255, 200, 120),
+        d.text((x0 + pad, y0 + pad / 2 + row * last), _fit(d, note, font, pw - 2 * pad), fill=(255, 200, 120),
                font=font)
     return np.asarray(canvas)
 
@@ -417,6 +432,8 @@ def run(predictor, replay: Path | None = None, camera: int = 0, record: Path | N
             record_lock.release()
         raise
     history, latest, note = History(), None, None
+    # the card's one-line warning (the demo's "synthetic-data demo" line); a Client has no manifest
+    notice = model_card.notice(getattr(getattr(predictor, "manifest", None), "model_card", None))
     start = shown_at = None
     try:
         for event in events:
@@ -468,7 +485,7 @@ def run(predictor, replay: Path | None = None, camera: int = 0, record: Path | N
                     log.write(row)
             if kind == "frame":
                 shown_at = time.monotonic()
-                shown = annotate(data, latest, t, note)
+                shown = annotate(data, latest, t, note, notice)
                 if record is not None:
                     if recorder is None:
                         recorder = Recorder(record, extra or 30.0, shown.shape[1], shown.shape[0], audio_rate,

@@ -26,6 +26,7 @@ from .preprocess import warm_resampler
 from .validate import check_clip, check_integer, check_path
 
 PREPROCESS_MODES = ("auto", "cpu", "graph")
+VAD_CHOICES = ("auto", "silero", "webrtc", "off")  # and True (webrtc), False (off)
 MAX_THREADS, MAX_DEVICES, MAX_FRAMES_PER_CLIP = 1024, 64, 1024
 
 
@@ -47,10 +48,16 @@ class Predictor:
     and the bundle has one, the CPU otherwise. Both agree within one grey level
     (tests/test_preprocess.py).
 
-    vad: voice activity detection (foal_edge/vad.py, WebRTC's detector). True: WavLM sees only
-    the speech in the audio window, and a window without speech is left out, so the video-only
-    head answers (the prediction's notes say so); False: the audio as given; "auto": True when
-    webrtcvad is installed (pip install 'foal-edge[vad]').
+    vad: voice activity detection (foal_edge/vad.py). On, WavLM sees only the speech in the
+    audio window, and a window without speech is left out, so the video-only head answers (the
+    prediction's notes say so). "webrtc" (or True): WebRTC's detector; "silero": Silero VAD (a
+    fresh state per window, about 22 ms of CPU per 3 s window, several times the demo bundle's
+    audio encoder; on the demo corpus's synthetic voice, a buzz of harmonics, it often hears
+    little or no speech, and a window without speech is answered by the video head); False (or
+    "off"): the audio as given; "auto": WebRTC when webrtcvad is installed (pip install
+    'foal-edge[vad]') and takes the bundle's rate, else off. An explicit detector that is not
+    installed, or does not take the bundle's rate, is a BackendUnavailableError.
+    (A timeline's default is Silero: one state through a recording.)
 
     graph_cache: a directory where ONNX Runtime's optimised CPU graphs are kept between starts
     (keyed by each graph's sha256, the ONNX Runtime version and the CPU), "auto" for
@@ -83,8 +90,9 @@ class Predictor:
                                             maximum=MAX_FRAMES_PER_CLIP)
         if not isinstance(verify, bool):
             raise InvalidInputError(f"verify must be True or False, not {verify!r}")
-        if vad not in (True, False, "auto"):
-            raise InvalidInputError(f"vad must be True, False or 'auto', not {vad!r}")
+        if not any(vad is v for v in (True, False)) and vad not in VAD_CHOICES:
+            raise InvalidInputError(f"vad must be one of {', '.join(map(repr, VAD_CHOICES))}, True or False, "
+                                    f"not {vad!r}")
         self.min_confidence = confidence.check_min_confidence(min_confidence)
         self.bundle = check_path("bundle", bundle)
         self.manifest = m = load_manifest(self.bundle, verify=verify)
@@ -102,8 +110,10 @@ class Predictor:
         try:
             from . import vad as voice
 
-            use_vad = vad is True or (vad == "auto" and voice.available() and m.sample_rate in voice.RATES)
-            self.vad = voice.VoiceActivity(m.sample_rate) if use_vad else None
+            kind = {True: "webrtc", False: None, "off": None}.get(vad, vad)
+            if kind == "auto":
+                kind = "webrtc" if voice.available("webrtc") and m.sample_rate in voice.WEBRTC_RATES else None
+            self.vad = voice.VoiceActivity(m.sample_rate, kind) if kind else None
             warm_resampler(m.sample_rate)  # scipy's import and filter design now, not at the first prediction
             for name, runner in self.runners.items():
                 check_graph_io(self.bundle, name, m.graphs[name], runner.io)
@@ -264,7 +274,9 @@ class Predictor:
         m = self.manifest
         return {"bundle": str(self.bundle), "backend": self.backend, "preset": m.preset, "labels": m.labels,
                 "attributes": m.attributes, "audio_seconds": m.audio_seconds, "frames_per_clip": m.frames_per_clip,
-                "preprocess": self.preprocess,
+                "preprocess": self.preprocess, "vad": getattr(self.vad, "kind", None),
+                "calibration": {"temperatures": dict(self.temperatures), "min_confidence": self.min_confidence},
+                "model_card": m.model_card,  # what it was trained on, its licences and uses (foal_edge.model_card)
                 "graphs": {n: {"file": g.file, "format": g.format, "precision": g.precision} for n, g in
                            m.graphs.items()}}
 

@@ -56,9 +56,14 @@ class Segment:
     modalities: tuple[str, ...]  # ("audio", "video"), ("audio",) or ("video",)
     notes: tuple[str, ...] = field(default=())
     kind: str = "speech"  # "speech" (a turn, or a window of one) or "video" (no speech: the video head)
+    # the label's calibrated probability and whether it is under Predictor(min_confidence=), as in
+    # the Prediction the segment was made from (foal_edge/confidence.py)
+    confidence: float | None = None
+    low_confidence: bool = False
 
     def to_dict(self) -> dict:
         return {"start": round(self.start, 3), "end": round(self.end, 3), "kind": self.kind, "label": self.label,
+                "confidence": self.confidence, "low_confidence": self.low_confidence,
                 "probabilities": self.probabilities, "attributes": self.attributes,
                 "modalities": list(self.modalities), "notes": list(self.notes)}
 
@@ -365,7 +370,7 @@ class TimelineCore:
         self.timings["fusion"] += time.perf_counter() - t0
         pred = p.prediction(raw, hidden is not None, embeddings is not None, {}, notes)
         return Segment(span.start, span.end, pred.label, pred.probabilities, pred.attributes, pred.modalities,
-                       tuple(notes), span.kind)
+                       tuple(notes), span.kind, pred.confidence, pred.low_confidence)
 
 
 OPTIONS = ("vad", "merge_gap", "overlap", "hop")
@@ -468,8 +473,9 @@ def _vtt_time(t: float) -> str:
 
 def write(segments: list[Segment], path) -> None:
     """Segments to `path`, by its suffix: .jsonl (one object per segment), .csv (start, end,
-    kind, label, modalities, one column per label's probability, attributes, notes) or .vtt
-    (WebVTT: a cue per segment with the label and its probability, for a video player). Written
+    kind, label, confidence, low_confidence, modalities, one column per label's probability,
+    attributes, notes) or .vtt (WebVTT: a cue per segment with the label and its confidence,
+    "low confidence" under Predictor(min_confidence=), for a video player). Written
     to a temporary file beside it and renamed, so a failure never leaves half a file."""
     import csv
     import json
@@ -489,9 +495,12 @@ def write(segments: list[Segment], path) -> None:
             labels = list(segments[0].probabilities) if segments else []
             attributes = list(next((s.attributes for s in segments if s.attributes), {}) or {})
             w = csv.writer(f)
-            w.writerow(["start", "end", "kind", "label", "modalities", *labels, *attributes, "notes"])
+            w.writerow(["start", "end", "kind", "label", "confidence", "low_confidence", "modalities", *labels,
+                        *attributes, "notes"])
             for s in segments:
-                w.writerow([f"{s.start:.3f}", f"{s.end:.3f}", s.kind, s.label, "+".join(s.modalities),
+                w.writerow([f"{s.start:.3f}", f"{s.end:.3f}", s.kind, s.label,
+                            "" if s.confidence is None else f"{s.confidence:.4f}", int(s.low_confidence),
+                            "+".join(s.modalities),
                             *(f"{s.probabilities[l]:.4f}" for l in labels),
                             *((f"{s.attributes[a]:.3f}" if s.attributes else "") for a in attributes),
                             "; ".join(s.notes)])
@@ -502,8 +511,9 @@ def write(segments: list[Segment], path) -> None:
                     continue
                 source = "voice+face" if s.modalities == ("audio", "video") else \
                     ("voice" if s.modalities == ("audio",) else "face")
+                conf = s.probabilities[s.label] if s.confidence is None else s.confidence
                 f.write(f"{i}\n{_vtt_time(s.start)} --> {_vtt_time(s.end)}\n"
-                        f"{s.label} {s.probabilities[s.label]:.0%} ({source})\n\n")
+                        f"{s.label} {conf:.0%}{', low confidence' if s.low_confidence else ''} ({source})\n\n")
     os.replace(tmp, path)
 
 

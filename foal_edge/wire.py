@@ -193,7 +193,8 @@ def decode_prediction(body: bytes) -> dict:
     if not isinstance(raw, dict):
         raise bad
     fields = ("label", "probabilities", "attributes", "modalities", "timings_ms", "backend", "notes")
-    if set(raw) != set(fields):
+    # the confidence fields (foal_edge.confidence) may be absent from an older server's answer
+    if not set(fields) <= set(raw) <= set(fields) | set(CONFIDENCE_FIELDS):
         raise bad
     probs, attributes, modalities, notes = raw["probabilities"], raw["attributes"], raw["modalities"], raw["notes"]
     if not (isinstance(raw["label"], str) and _names_to_numbers(probs) and raw["label"] in probs
@@ -206,7 +207,32 @@ def decode_prediction(body: bytes) -> dict:
     return {"label": raw["label"], "probabilities": {k: float(v) for k, v in probs.items()},
             "attributes": None if attributes is None else {k: float(v) for k, v in attributes.items()},
             "modalities": tuple(modalities), "timings_ms": {k: float(v) for k, v in raw["timings_ms"].items()},
-            "backend": raw["backend"], "notes": tuple(notes)}
+            "backend": raw["backend"], "notes": tuple(notes), **_decode_confidence(raw, bad)}
+
+
+CONFIDENCE_FIELDS = ("confidence", "low_confidence", "per_modality")
+
+
+def _probability(v) -> bool:
+    return _number(v) and 0.0 <= v <= 1.0
+
+
+def _decode_confidence(raw: dict, bad: ProtocolError) -> dict:
+    """A prediction's confidence, low_confidence and per_modality (see Prediction), checked."""
+    conf, low, per = raw.get("confidence"), raw.get("low_confidence", False), raw.get("per_modality")
+    if not ((conf is None or _probability(conf)) and isinstance(low, bool)):
+        raise bad
+    if per is not None:
+        if not (isinstance(per, dict) and set(per) <= set(MODALITIES) and per):
+            raise bad
+        for head in per.values():
+            if not (isinstance(head, dict) and set(head) == {"label", "confidence", "probabilities"}
+                    and isinstance(head["label"], str) and _probability(head["confidence"])
+                    and _names_to_numbers(head["probabilities"]) and head["label"] in head["probabilities"]):
+                raise bad
+        per = {m: {"label": h["label"], "confidence": float(h["confidence"]),
+                   "probabilities": {k: float(v) for k, v in h["probabilities"].items()}} for m, h in per.items()}
+    return {"confidence": None if conf is None else float(conf), "low_confidence": low, "per_modality": per}
 
 
 def decode_health(body: bytes) -> dict:

@@ -125,6 +125,29 @@ def test_the_panel_sits_beside_the_picture_at_any_size(predictor):
     assert sizes[(1920, 1080)] > sizes[(1280, 720)] and sizes[(720, 1280)] > sizes[(480, 640)]
 
 
+def test_the_panel_marks_a_low_confidence_answer_and_shows_the_model_cards_notice(predictor):
+    """A prediction under min_confidence is drawn in amber; the card's notice (the demo's
+    synthetic-data line) gets its own row; the picture stays untouched."""
+    import dataclasses
+
+    from foal_edge.live import LOW_COLOUR, annotate
+
+    result = predictor.predict(frames=np.zeros((4, 120, 160, 3), np.uint8))
+    assert result.confidence is not None
+    frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    sure = annotate(frame, dataclasses.replace(result, low_confidence=False), 1.0)
+    unsure = annotate(frame, dataclasses.replace(result, low_confidence=True), 1.0)
+    head = slice(480, 480 + 18 * 480 // 360)  # the panel's first row
+    near = lambda img, colour: (np.abs(img[head].astype(int) - colour).sum(axis=-1) < 40).sum()  # noqa: E731
+    assert near(unsure, LOW_COLOUR) > 20 and near(sure, LOW_COLOUR) == 0
+    assert np.array_equal(unsure[:480], frame)
+    noticed = annotate(frame, result, 1.0, notice="synthetic-data demo: labels on real media mean nothing")
+    plain = annotate(frame, result, 1.0)
+    assert noticed.shape[0] > plain.shape[0]  # one more row
+    extra = noticed[plain.shape[0] - 4:]
+    assert (extra != extra[0, 0]).any()  # with text in it
+
+
 def test_live_goes_on_with_the_frames_when_the_audio_ends_first(tiny_bundle, tmp_path, capsys):
     from foal_edge import live
     from foal_edge.predictor import Predictor

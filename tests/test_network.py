@@ -31,7 +31,12 @@ from foal_edge import (AuthenticationError, BackendUnavailableError, Client, Foa
 
 ROOT = Path(__file__).resolve().parents[1]
 PREDICTION = {"label": "happy", "probabilities": {"happy": 0.75, "sad": 0.25}, "attributes": None,
-              "modalities": ["audio"], "timings_ms": {"total": 1.0}, "backend": "onnxruntime-cpu", "notes": []}
+              "modalities": ["audio"], "timings_ms": {"total": 1.0}, "backend": "onnxruntime-cpu", "notes": [],
+              "confidence": 0.75, "low_confidence": True,
+              "per_modality": {"audio": {"label": "happy", "confidence": 0.75,
+                                         "probabilities": {"happy": 0.75, "sad": 0.25}},
+                               "video": {"label": "sad", "confidence": 0.5,
+                                         "probabilities": {"happy": 0.5, "sad": 0.5}}}}
 
 
 def free_port() -> int:
@@ -106,6 +111,12 @@ class Hostile(BaseHTTPRequestHandler):
                 self.answer(200, json.dumps({**PREDICTION, "label": "x"}).encode().replace(b"1.0", b"1" * 5000))
             elif mode == "wrong-fields":
                 self.answer(200, json.dumps({"label": 3, "probabilities": "all"}).encode())
+            elif mode == "bad-confidence":
+                self.answer(200, json.dumps({**PREDICTION, "confidence": "high"}).encode())
+            elif mode == "bad-low-confidence":
+                self.answer(200, json.dumps({**PREDICTION, "low_confidence": 1}).encode())
+            elif mode == "bad-per-modality":
+                self.answer(200, json.dumps({**PREDICTION, "per_modality": {"audio": {"label": "happy"}}}).encode())
             elif mode == "nan":
                 self.answer(200, json.dumps({**PREDICTION, "probabilities": {"happy": float("nan")}}).encode())
             elif mode == "html":
@@ -154,6 +165,7 @@ def test_the_client_deadline_is_total_not_per_read(hostile, mode):
 
 
 @pytest.mark.parametrize("mode", ["huge", "huge-chunked", "truncated", "not-json", "deep", "digits", "wrong-fields",
+                                  "bad-confidence", "bad-low-confidence", "bad-per-modality",
                                   "nan", "html", "proxy-502", "error-odd", "long-header", "many-headers", "garbage",
                                   "redirect", "bad-length"])
 def test_every_malformed_answer_is_a_protocol_error(hostile, mode):
@@ -193,6 +205,8 @@ def test_numpy_scalars_and_shapes_travel_as_predict_takes_them(hostile, tiny_bun
     client = Client(f"{hostile}/good", token="t" * 20)
     result = client.predict(audio=audio, sample_rate=np.int64(16000), frames=frames, fps=np.float32(7.5))
     assert result.label == "happy" and result.modalities == ("audio",)
+    assert result.confidence == 0.75 and result.low_confidence is True
+    assert result.per_modality == PREDICTION["per_modality"]
     path, headers, body = Hostile.received[-1]
     assert path == "/good/predict" and headers["Authorization"] == "Bearer " + "t" * 20
     sent = wire.decode_clip(body)
@@ -314,6 +328,12 @@ def test_a_bad_client_never_fails_a_good_one(server, tiny_bundle):
         want, got = local.predict(audio=audio, sample_rate=16000, frames=frames), by_job[i]
         assert got.label == want.label
         assert max(abs(got.probabilities[k] - want.probabilities[k]) for k in want.probabilities) <= 1e-5
+        # the confidence fields travel: the served prediction carries what the local one says
+        assert abs(got.confidence - want.confidence) <= 1e-5 and got.low_confidence == want.low_confidence
+        assert set(got.per_modality) == set(want.per_modality) == {"audio", "video"}
+        for m, head in want.per_modality.items():
+            assert got.per_modality[m]["label"] == head["label"]
+            assert abs(got.per_modality[m]["confidence"] - head["confidence"]) <= 1e-5
     for i in range(len(good), len(jobs)):
         status, ctype, body = by_job[i]
         assert status == 400 and ctype.startswith("application/json") and body["error"] == "InvalidInputError"
@@ -351,6 +371,14 @@ def test_no_paths_tracebacks_or_api_explorer(server):
     text = json.dumps(health)
     assert health["bundle"] == server["bundle"].name and str(server["bundle"].parent) not in text
     assert "/" not in health["bundle"]
+    # what a caller needs to judge the answers: the calibration and the model card
+    from foal_edge import confidence
+    from foal_edge.bundle import load_manifest
+
+    m = load_manifest(server["bundle"])
+    assert health["calibration"]["temperatures"] == confidence.temperatures(m.calibration)
+    assert set(health["calibration"]["temperatures"]) == {"fused", "audio", "video"}
+    assert health["model_card"] == m.model_card and health["vad"] is None  # --no-vad
 
 
 def server_processes(proc):

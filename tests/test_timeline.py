@@ -134,6 +134,9 @@ def test_every_output_format_parses(tiny_bundle, video_file, tmp_path, capsys):
     assert len(table) == len(rows)
     assert [float(r["start"]) for r in table] == pytest.approx([r["start"] for r in rows], abs=1e-3)
     assert all(r["label"] in r for r in table)  # one probability column per label
+    # each segment carries its label's calibrated probability, as the Prediction does
+    assert all(r["confidence"] == pytest.approx(r["probabilities"][r["label"]], abs=1e-6) for r in rows)
+    assert [float(r["confidence"]) for r in table] == pytest.approx([r["confidence"] for r in rows], abs=1e-4)
     captions = webvtt.read(str(outs[2]))
     assert len(captions) == len(rows)
     def seconds(stamp):  # webvtt-py's *_in_seconds are whole seconds
@@ -143,7 +146,7 @@ def test_every_output_format_parses(tiny_bundle, video_file, tmp_path, capsys):
     for caption, row in zip(captions, rows):
         assert seconds(caption.start) == pytest.approx(row["start"], abs=1e-3)
         assert seconds(caption.end) == pytest.approx(row["end"], abs=1e-3)
-        assert caption.text.startswith(row["label"])
+        assert caption.text.startswith(f"{row['label']} {row['confidence']:.0%}")
     if plot is not None:
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "segments" in capsys.readouterr().err
@@ -227,3 +230,19 @@ def test_a_turned_phone_video_is_read_upright_as_ffmpeg_shows_it(tmp_path):
     expected = np.frombuffer(shown, np.uint8).reshape(64, 32, 3)
     red = lambda x: np.argwhere((x[..., 0] > 150) & (x[..., 1] < 100)).mean(0)  # noqa: E731
     assert red(got[0]) == pytest.approx(red(expected), abs=1.0)
+
+
+def test_a_timeline_refuses_what_is_not_a_regular_file(predictor, tmp_path):
+    """A directory or a named pipe gets media.py's error for a clip, before PyAV opens it (a
+    FIFO would block it)."""
+    import os
+
+    from foal_edge.errors import MediaError
+
+    with pytest.raises(MediaError, match="a directory"):
+        predictor.timeline(tmp_path)
+    if hasattr(os, "mkfifo"):
+        fifo = tmp_path / "pipe.mp4"
+        os.mkfifo(fifo)
+        with pytest.raises(MediaError, match="named pipe"):
+            predictor.timeline(fifo)

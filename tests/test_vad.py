@@ -89,3 +89,55 @@ def test_kinds_and_rates_are_checked():
         vad.VoiceActivity(44100, "silero")
     assert vad.VoiceActivity(RATE).kind == "webrtc"  # a single window's default (see foal_edge/vad.py)
     assert vad.default_kind(RATE) == "silero"  # a recording's
+
+
+def test_the_predictor_takes_either_detector(tiny_bundle, talk):
+    """Predictor(vad=): "silero" and "webrtc" pick the detector, "auto" (and True) WebRTC for a
+    single window, False/"off" none; Silero hears no speech in this synthetic clip (the demo
+    corpus's voice, a buzz of harmonics), so the video head answers it, where WebRTC passes its
+    audio on; both keep a spoken
+    sentence and leave the quiet and the room noise around it out."""
+    from foal_edge import Predictor
+    from training.synthetic import make_clip
+
+    predictors = {v: Predictor(tiny_bundle[1], backend="onnxruntime-cpu", vad=v)
+                  for v in ("silero", "webrtc", "auto", True, False, "off")}
+    assert {v: getattr(p.vad, "kind", None) for v, p in predictors.items()} == \
+        {"silero": "silero", "webrtc": "webrtc", "auto": "webrtc", True: "webrtc", False: None, "off": None}
+    for bad in ("loud", 1, "Silero"):
+        with pytest.raises(InvalidInputError, match="vad must be"):
+            Predictor(tiny_bundle[1], backend="onnxruntime-cpu", vad=bad)
+
+    audio, frames = make_clip(1, seconds=2.0, frames=6)[:2]
+    by_silero = predictors["silero"].predict(audio=audio, sample_rate=RATE, frames=frames)
+    by_webrtc = predictors["webrtc"].predict(audio=audio, sample_rate=RATE, frames=frames)
+    assert by_silero.modalities == ("video",) and any("no speech heard" in n for n in by_silero.notes)
+    assert by_webrtc.modalities == ("audio", "video")
+
+    sentence = talk[0][: int(3.0 * RATE)]  # the bundle's window: quiet, then the sentence's start
+    for kind in ("silero", "webrtc"):
+        result = predictors[kind].predict(audio=sentence, sample_rate=RATE)
+        assert result.modalities == ("audio",)
+        assert any(n.startswith("voice activity: WavLM hears the") for n in result.notes), (kind, result.notes)
+
+
+def test_predict_takes_the_detector_on_the_command_line(tiny_bundle, tmp_path, capsys):
+    """`predict --vad silero|webrtc|off|auto`; --vad and --no-vad that disagree are refused."""
+    import json
+
+    import soundfile as sf
+
+    from foal_edge.__main__ import main as cli
+    from training.synthetic import make_clip
+
+    wav = tmp_path / "buzz.wav"
+    sf.write(wav, make_clip(1, seconds=2.0, frames=6)[0], RATE)  # Silero hears no speech in it (above)
+    notes = {}
+    for kind in ("silero", "webrtc", "off", "auto"):
+        assert cli(["predict", str(tiny_bundle[1]), "--audio", str(wav), "--vad", kind, "--json",
+                    "--backend", "onnxruntime-cpu"]) == 0
+        notes[kind] = json.loads(capsys.readouterr().out)["notes"]
+    assert any("no speech heard" in n for n in notes["silero"])
+    assert notes["webrtc"] == notes["off"] == notes["auto"] == []
+    assert cli(["predict", str(tiny_bundle[1]), "--audio", str(wav), "--vad", "silero", "--no-vad"]) == 2
+    assert "contradict" in capsys.readouterr().err
