@@ -97,6 +97,9 @@ def predict_one(predictor, path: Path, use_audio: bool, use_video: bool) -> dict
                                          use_audio=use_audio or not is_video, use_video=use_video and is_video)
         record.update(label=result.label, probabilities=result.probabilities, modalities=list(result.modalities),
                       notes=list(result.notes))
+        record.update(confidence=result.confidence, low_confidence=result.low_confidence)
+        if result.per_modality:
+            record["per_modality"] = result.per_modality
         if result.attributes:
             record["attributes"] = result.attributes
     except FoalEdgeError as exc:
@@ -177,7 +180,8 @@ def complete_groups(rows) -> dict[str, int]:
 
 
 def csv_fields(labels) -> list[str]:
-    return ["file", "label"] + [f"p_{label}" for label in labels] + ["modalities", "notes", "ms", "error"]
+    return (["file", "label", "confidence", "low_confidence"] + [f"p_{label}" for label in labels]
+            + ["audio_label", "video_label", "modalities", "notes", "ms", "error"])
 
 
 def csv_cells(record: dict) -> dict:
@@ -185,6 +189,10 @@ def csv_cells(record: dict) -> dict:
            "modalities": "+".join(record.get("modalities", [])), "notes": " | ".join(record.get("notes", [])),
            "error": record.get("error", "")}
     row.update({f"p_{k}": f"{v:.6f}" for k, v in record.get("probabilities", {}).items()})
+    conf, per = record.get("confidence"), record.get("per_modality") or {}
+    row.update(confidence="" if conf is None else f"{conf:.6f}",
+               low_confidence=int(record["low_confidence"]) if "low_confidence" in record else "",
+               audio_label=per.get("audio", {}).get("label", ""), video_label=per.get("video", {}).get("label", ""))
     return row
 
 
@@ -392,7 +400,7 @@ def _ray_records(predictor, todo, workers, use_audio, use_video, timeline=None):
              logging_level="ERROR")
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours counts files
-    vad = predictor.vad is not None
+    vad = predictor.vad.kind if predictor.vad is not None else "off"  # the workers use the detector chosen here
     ds = ray.data.from_items([{"path": os.fsencode(f)} for f in todo], override_num_blocks=len(todo))
     done = ds.map_batches(RayWorker, batch_size=1, concurrency=min(workers, len(todo)), num_cpus=1,
                           fn_constructor_kwargs=dict(bundle=str(predictor.bundle.resolve()), backend=predictor.backend,
