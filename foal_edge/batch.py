@@ -180,8 +180,8 @@ def complete_groups(rows) -> dict[str, int]:
 
 
 def csv_fields(labels) -> list[str]:
-    return (["file", "label", "confidence", "low_confidence"] + [f"p_{label}" for label in labels]
-            + ["audio_label", "video_label", "modalities", "notes", "ms", "error"])
+    return (["file", "label"] + [f"p_{label}" for label in labels]
+            + ["confidence", "low_confidence", "audio_label", "video_label", "modalities", "notes", "ms", "error"])
 
 
 def csv_cells(record: dict) -> dict:

@@ -118,7 +118,7 @@ def test_temperatures_round_trip_into_the_runtime(calibrated):
     labels = predictor.labels
     for clip in _clips([7, 8, 9], model.config):
         got = predictor.predict(audio=clip.audio, sample_rate=16000, frames=clip.frames)
-        x, _ = predictor.prepare_frames(clip.frames)
+        x, _ = predictor.pipeline.prepare_frames(clip.frames)
         with torch.inference_mode():
             fused, audio, video = model(torch.from_numpy(clip.audio[None]), torch.from_numpy(x)[None],
                                         torch.ones(1, len(x)))[:3]
