@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendUnavailableError, BundleError, InferenceError
-from ..bundle.files import onnx_external_data
+from ..bundle.files import onnx_external_data, sha256_file
 from .base import Runner
 
 CACHE_RECORD = "entry.json"  # {"source_sha256": the bundle graph's, "files": {name: sha256}}
@@ -32,14 +32,6 @@ class CacheWarning(RuntimeWarning):
 
 class _Unusable(Exception):
     pass
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read_record(path: Path) -> dict:
@@ -58,7 +50,7 @@ def _read_record(path: Path) -> dict:
 
 def _write_record(directory: Path, source_sha256: str | None) -> None:
     """The record of a freshly written entry: the source graph's sha256 and each file's own."""
-    files = {p.name: _sha256(p) for p in sorted(directory.iterdir()) if p.is_file()}
+    files = {p.name: sha256_file(p) for p in sorted(directory.iterdir()) if p.is_file()}
     data = json.dumps({"source_sha256": source_sha256, "files": files}, indent=1).encode()
     with open(directory / CACHE_RECORD, "wb") as f:
         f.write(data)
@@ -224,7 +216,7 @@ class OnnxRuntimeRunner(Runner):
             for name, digest in files.items():
                 file = entry / name
                 if not isinstance(name, str) or "/" in name or name.startswith(".") or file.is_symlink() \
-                        or not file.is_file() or _sha256(file) != digest:
+                        or not file.is_file() or sha256_file(file) != digest:
                     raise _Unusable(f"{name} is not the file written there (sha256 differs)")
             if not set(onnx_external_data(entry / "model.onnx")) <= set(files):
                 raise _Unusable("the graph reads files the entry does not hold")
