@@ -96,7 +96,6 @@ class Predictor:
         self.min_confidence = confidence.check_min_confidence(min_confidence)
         self.bundle = check_path("bundle", bundle)
         self.manifest = m = load_manifest(self.bundle, verify=verify)
-        self.temperatures = confidence.temperatures(m.calibration)  # 1.0 per head if uncalibrated
         self.long_audio = long_audio
         self.labels = list(m.labels)
         self.threads = threads
@@ -275,7 +274,7 @@ class Predictor:
         return {"bundle": str(self.bundle), "backend": self.backend, "preset": m.preset, "labels": m.labels,
                 "attributes": m.attributes, "audio_seconds": m.audio_seconds, "frames_per_clip": m.frames_per_clip,
                 "preprocess": self.preprocess, "vad": getattr(self.vad, "kind", None),
-                "calibration": {"temperatures": dict(self.temperatures), "min_confidence": self.min_confidence},
+                "calibration": {"temperatures": dict(self.pipeline.temperatures), "min_confidence": self.min_confidence},
                 "model_card": m.model_card,  # what it was trained on, its licences and uses (foal_edge.model_card)
                 "graphs": {n: {"file": g.file, "format": g.format, "precision": g.precision} for n, g in
                            m.graphs.items()}}

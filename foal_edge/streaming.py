@@ -177,13 +177,18 @@ class StreamingPredictor:
         return self._deliver_segments(segments) if self._turns is not None else self._deliver(result)
 
     def _deliver(self, result: Prediction | None) -> Prediction | None:
-        if result is not None and self.callback is not None:
-            try:
-                self.callback(result)
-            except Exception as exc:
-                raise CallbackError(f"the callback raised {type(exc).__name__}: {exc}. The chunk was consumed and "
-                                    "its prediction is latest(); do not push the chunk again") from exc
+        if result is not None:
+            self._call_back(result, "The chunk was consumed and its prediction is latest(); do not push the chunk again")
         return result
+
+    def _call_back(self, item, consumed: str) -> None:
+        """Hand `item` to the callback; what it raises becomes a CallbackError saying `consumed`."""
+        if self.callback is None:
+            return
+        try:
+            self.callback(item)
+        except Exception as exc:
+            raise CallbackError(f"the callback raised {type(exc).__name__}: {exc}. {consumed}") from exc
 
     def finish(self) -> list:
         """emit="turns": the stream ended; the turn in progress and the stretch after it are
@@ -198,12 +203,7 @@ class StreamingPredictor:
         if segments:
             self._latest = segments[-1]
         for segment in segments:
-            if self.callback is not None:
-                try:
-                    self.callback(segment)
-                except Exception as exc:
-                    raise CallbackError(f"the callback raised {type(exc).__name__}: {exc}. The input was consumed "
-                                        "and its segments made; do not push it again") from exc
+            self._call_back(segment, "The input was consumed and its segments made; do not push it again")
         return segments
 
     def _drop_old(self, now: float) -> None:
