@@ -60,7 +60,7 @@ def convert_graph(name: str, precision: str, fp32_onnx: Path, work: Path) -> Pat
     else:
         from .quantize import quantize_int8
 
-        quantize_int8(fp32_onnx, out)
+        quantize_int8(fp32_onnx, out, name)
     return out
 
 
