@@ -1,22 +1,26 @@
 """INT8 for CPU targets. The CPU's INT8 graphs are ONNX Runtime's alone (TensorRT and the GPU
-build from the standard FP32 graph), so they are rewritten first into the form ONNX Runtime's
-CPU kernels run fastest, then dynamically quantised (weights INT8 once, activations per call):
+build from the standard FP32 graphs), so each is rewritten first into the form ONNX Runtime's CPU
+kernels run fastest, then dynamically quantised (weights INT8 per output channel, once;
+activations per call):
 
 1. WavLM's convolutional front end as matrix multiplies (`convs_as_matmuls`): each strided
-   Conv1d becomes im2col (k strided Slices, one Concat) and a MatMul, which the quantiser turns
-   into an INT8 GEMM; ONNX Runtime has no fast INT8 convolution (ConvInteger ran 3.2x slower
-   than the FP32 Conv it would replace), so as Convs these layers stayed FP32, a third of the
-   INT8 audio graph's time.
-2. ONNX Runtime's transformer optimizer (`fuse_for_cpu`): GELU (exported as
-   x * (0.5 * (1 + erf(x / sqrt 2))), an order its session-time GeluFusion does not match, so it
-   ran as four element-wise ops) into one Gelu, LayerNorm with the residual Add into
-   SkipLayerNormalization, and, in the ViT, each layer's attention into one Attention node.
-3. `quantize_dynamic`: every MatMul with a weight, and the fused Attention (QAttention: the
-   query/key/value projection as one INT8 GEMM). The first convolution (on the raw waveform, 10
-   taps) stays FP32: it is 0.1% of the work and the one layer whose input is the signal itself.
+   Conv1d becomes im2col (a reshape, a strided Slice for the taps past the stride, a Concat) and
+   a MatMul, which the quantiser turns into an INT8 GEMM. ONNX Runtime has no fast INT8
+   convolution, so as Convs these layers stayed FP32: a third of the INT8 audio graph's time.
+   The INT8 front end is kept only where it keeps the graph's error small (quantize_int8).
+2. ONNX Runtime's transformer optimizer (`fuse_for_cpu`): GELU, exported as
+   x * (0.5 * (1 + erf(x / sqrt 2))), an order ONNX Runtime's session-time GeluFusion does not
+   match (it ran as four element-wise ops, 2.3x slower than one Gelu node), into Gelu/BiasGelu.
+3. The ViT's attention as one com.microsoft MultiHeadAttention node per layer
+   (`attention_as_mha`).
+4. `quantize_dynamic`: every MatMul with a constant weight. The attention's own matmuls (both
+   inputs computed) stay FP32: quantising them as well (MatMulConstBOnly off) was slower on
+   ViT-L/14 and WavLM Large.
 
-benchmarks/latency.py and benchmarks/int8_peer.py measure each step against eager FP32 and
-against Hugging Face optimum's INT8 of the same architectures.
+Each step was kept because it measured faster side by side on ViT-L/14 and WavLM Large (1
+thread); benchmarks/latency.py measures the whole graphs against eager FP32 and
+benchmarks/int8_peer.py against Hugging Face optimum's INT8 of the same architectures
+(docs/results.md).
 """
 
 from __future__ import annotations
@@ -94,10 +98,12 @@ def _conv_as_matmul(node, weight: np.ndarray, bias: np.ndarray | None, stride: i
 
 
 def convs_as_matmuls(model):
-    """Every Conv1d of `model` with constant weights, stride > 1, no padding, groups or
-    dilation (WavLM's feature encoder) rewritten by _conv_as_matmul; returns (model, the names
-    of the new MatMuls, in graph order). Other convolutions (WavLM's grouped positional conv,
-    the ViT's patch embedding) are left as they are."""
+    """Every Conv1d of `model` with constant weights, more than one input channel, stride > 1,
+    no padding, groups or dilation (WavLM's feature encoder after its first layer) rewritten by
+    _conv_as_matmul; returns (model, the names of the new MatMuls, in graph order). Other
+    convolutions are left as they are: the first layer's, on the waveform itself (one channel:
+    a GEMM with K = 10 ran 30 ms slower than the Conv on WavLM Large, and it is 0.1% of the
+    work), WavLM's grouped positional convolution, the ViT's patch embedding."""
     from onnx import helper, numpy_helper
 
     graph = model.graph
@@ -106,7 +112,7 @@ def convs_as_matmuls(model):
     for i, node in enumerate(graph.node):
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         w = weights.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
-        plain = (w is not None and len(w.dims) == 3 and attrs.get("group", 1) == 1
+        plain = (w is not None and len(w.dims) == 3 and w.dims[1] > 1 and attrs.get("group", 1) == 1
                  and set(attrs.get("dilations", [1])) == {1} and set(attrs.get("pads", [0, 0])) == {0}
                  and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET") and attrs.get("strides", [1])[0] > 1)
         bias_name = node.input[2] if plain and len(node.input) > 2 and node.input[2] else None
@@ -135,11 +141,12 @@ def _drop_unused_initializers(graph) -> None:
 # -- 2. ONNX Runtime's transformer fusions ------------------------------------------------
 def fuse_for_cpu(model):
     """GELU (with the bias Add before it) fused by onnxruntime.transformers' optimizer into one
-    Gelu / BiasGelu node, and LayerNorm exported as its pieces into LayerNormalization. Its other
-    CPU fusions were measured slower here (ViT-L/14 and WavLM Large, 1 thread, INT8 afterwards):
-    SkipLayerNormalization ran about 6x slower per element than LayerNormalization and the Add it
-    absorbs, and the fused ViT attention (QAttention) no faster than MatMul/Softmax, so both stay
-    off; WavLM's attention (a gated relative position bias) matches none of its patterns anyway."""
+    Gelu / BiasGelu node. Its other CPU fusions are off because they measured slower here: with
+    SkipLayerNormalization and its fused attention (QAttention) as well, ViT-L/14's INT8 graph
+    ran at 3.28x its FP32 graph against 3.64x without (4 frames, 1 thread; in ONNX Runtime's
+    profile, 48 SkipLayerNormalization nodes took 258 ms where the LayerNormalization and Add
+    they replace took about 80). WavLM's attention (a gated relative position bias before the
+    softmax) matches none of its attention patterns."""
     import onnx
     from onnxruntime.transformers import optimizer
     from onnxruntime.transformers.fusion_options import FusionOptions
@@ -306,9 +313,8 @@ def quantize_int8(src: Path, dst: Path, graph: str | None = None) -> Path:
         model, report["fused"] = fuse_for_cpu(model)
     if graph == "video":
         model, report["attention_as_mha"] = attention_as_mha(model)
-    # The first convolution, on the waveform itself (10 taps, 0.1% of the work), stays FP32.
-    _quantize(copy.deepcopy(model) if len(matmuls) > 1 else model, dst, exclude=matmuls[:1])
-    if len(matmuls) > 1:
+    _quantize(copy.deepcopy(model) if matmuls else model, dst, exclude=[])
+    if matmuls:
         feed = {"waveform": probe_waveform()}
         reference = _output(src, feed)
         with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
