@@ -36,12 +36,16 @@ Input conventions differ, and each graph is timed whole, as its exporter made it
   last_hidden_state and pooler_output (no projection). The projection is applied in numpy,
   outside the timing, to compare outputs.
 
-Setup (optimum-onnx 0.1.0 needs transformers < 4.58; the project's environment keeps its own,
-so optimum lives in a virtual environment that sees the project's other packages):
+Setup. optimum-onnx 0.1.0 requires transformers < 4.58, older than the project's (whose export
+code needs its own), so optimum lives in a virtual environment that sees the project's other
+packages, and only the making of optimum's graphs runs there (a subprocess, once per checkpoint;
+the graphs are kept in --work-dir). The benchmark itself runs in the project's environment:
 
-    python -m venv --system-site-packages /work/optvenv
-    /work/optvenv/bin/pip install optimum-onnx
-    PYTHONPATH=$PWD /work/optvenv/bin/python -m benchmarks.int8_peer --preset large ...
+    python -m venv --system-site-packages build/optimum-venv
+    build/optimum-venv/bin/pip install optimum-onnx
+    python -m benchmarks.int8_peer --preset large ...      # finds build/optimum-venv/bin/python
+
+Another interpreter with optimum is named by --peer-python or $FOAL_PEER_PYTHON.
 
 Writes NAME.json and NAME.md.
 """
