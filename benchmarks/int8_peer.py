@@ -20,7 +20,8 @@ What is compared, for each encoder (WavLM, the CLIP image tower):
 
 Each graph gets one ONNX Runtime CPU session with the same SessionOptions (ORT_ENABLE_ALL,
 --threads intra-op threads, as foal_edge's runner sets them). The four graphs of an encoder are
-timed interleaved per iteration (ours FP32, ours INT8, optimum FP32, optimum INT8, repeated);
+timed interleaved per iteration (ours FP32, ours INT8, optimum FP32, optimum INT8, the order
+rotated each iteration so that no graph always runs after the same one);
 the audio graphs first, then the video graphs (one encoder's four sessions at a time, so the
 large preset's eight graphs need not be in memory at once). Ratios are paired: the median of
 per-iteration ratios with their 25th-75th percentiles. Each INT8 output is compared (cosine)
@@ -317,6 +318,7 @@ def peer_graphs(args, checkpoint: Path) -> tuple[dict[str, Path], dict]:
                              "this interpreter, build/optimum-venv): see `python -m benchmarks.int8_peer --help`")
         log(f"making optimum's graphs with {args.peer_python}")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+        args.made_peer = True
         subprocess.run([args.peer_python, "-m", "benchmarks.int8_peer", "--make-peer", str(checkpoint.resolve()),
                         "--work-dir", str(Path(args.work_dir).resolve()), "--out", "-"], check=True, env=env, cwd=str(REPO))
         if current() is None:
@@ -377,7 +379,7 @@ def time_encoder(args, name: str, paths: dict[str, Path], inputs: dict, head: di
             outputs[row] = {o.name: v for o, v in zip(sessions[row].get_outputs(), outs)}
     times = {row: [] for row in ROWS}
     for i in range(args.iters):
-        for row in ROWS:
+        for row in ROWS[i % len(ROWS):] + ROWS[:i % len(ROWS)]:  # each graph first in turn
             t0 = time.perf_counter()
             sessions[row].run(None, feed[row])
             times[row].append(time.perf_counter() - t0)
@@ -445,7 +447,8 @@ def run(args) -> dict:
     config = read_config(checkpoint)
     results.update(preset=config.preset, checkpoint=str(checkpoint))
     paths, stamp = peer_graphs(args, checkpoint)
-    results["peer_made_by"] = {"python": stamp["python"], "versions": stamp["versions"]}
+    results["peer_made_by"] = {"python": stamp["python"], "versions": stamp["versions"],
+                               "excluded_from_int8": stamp["excluded_nodes"]}
     paths.update(our_bundles(args, config, checkpoint))
     head = video_head(checkpoint, config)
     results["params"] = {
@@ -459,6 +462,12 @@ def run(args) -> dict:
     for name in ("audio", "video"):
         results["encoders"][name] = time_encoder(args, name, paths, inputs, head)
     results["machine"]["load_after"] = list(os.getloadavg())
+    import resource
+
+    results["peak_rss_mb"] = {  # ru_maxrss is in KiB on Linux; children: optimum's subprocess (the largest child)
+        "benchmark": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "making_optimum_graphs": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        if getattr(args, "made_peer", False) else None}
     return results
 
 
@@ -477,9 +486,19 @@ def markdown(results: dict) -> str:
              f"{v['torch']}, transformers {v['transformers']}, open_clip {v['open_clip_torch']}; optimum's made by "
              f"optimum {pv['optimum']} (optimum-onnx {pv['optimum-onnx']}), transformers {pv['transformers']}, "
              f"onnxruntime {pv['onnxruntime']} (`{results['peer_made_by']['python']}`).", "",
+             f"Peak resident memory: {results['peak_rss_mb']['benchmark'] / 1024:.1f} GB (this process: our INT8 "
+             "derivation and the timing)" + (
+                 f", {results['peak_rss_mb']['making_optimum_graphs'] / 1024:.1f} GB (making optimum's graphs)."
+                 if results["peak_rss_mb"]["making_optimum_graphs"] else "; optimum's graphs were made by an "
+                 "earlier run for the same checkpoint."), "",
              f"Inputs: {results['audio_seconds']:g} s of 16 kHz audio, {results['frames']} frames of 224x224. "
              f"Peer INT8: optimum's `ORTQuantizer` with `{results['quantization_peer']}`. Ours INT8: "
              "`export.bundle.derive_bundle(fp32, dst, \"int8\")` at this commit.", ""]
+    excluded = {k: v for k, v in results["peer_made_by"]["excluded_from_int8"].items() if v}
+    if excluded:
+        lines += ["Left in FP32 by the peer's quantisation (a Conv whose weight the graph computes, which ONNX "
+                  "Runtime's quantizer refuses): " + "; ".join(f"{k}: {', '.join(v)}" for k, v in excluded.items())
+                  + ".", ""]
     what = {"audio": "ours: raw waveform in, normalised inside, last hidden layer out; optimum's (WavLMModel): "
                      "input_values (normalised outside the timing) in, last_hidden_state out",
             "video": "ours: CLIP-normalised pixels in, projected frame embedding out; optimum's "

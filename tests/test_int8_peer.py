@@ -82,6 +82,9 @@ def test_benchmark_reports_four_graphs_of_each_encoder(tiny_bundle, tmp_path):
     results = json.loads(out.with_suffix(".json").read_text())
     assert results["preset"] == "tiny" and results["machine"]["load_after"]
     assert results["peer_made_by"]["versions"]["optimum"]
+    # WavLM's weight-norm positional conv, which ONNX Runtime's quantizer cannot take, stays FP32
+    assert results["peer_made_by"]["excluded_from_int8"] == {"audio": ["/encoder/pos_conv_embed/conv/Conv"],
+                                                             "video": []}
     for name, enc in results["encoders"].items():
         rows = {r["graph"]: r for r in enc["rows"]}
         assert tuple(rows) == int8_peer.ROWS
