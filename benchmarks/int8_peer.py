@@ -319,8 +319,11 @@ def peer_graphs(args, checkpoint: Path) -> tuple[dict[str, Path], dict]:
         log(f"making optimum's graphs with {args.peer_python}")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
         args.made_peer = True
-        subprocess.run([args.peer_python, "-m", "benchmarks.int8_peer", "--make-peer", str(checkpoint.resolve()),
-                        "--work-dir", str(Path(args.work_dir).resolve()), "--out", "-"], check=True, env=env, cwd=str(REPO))
+        done = subprocess.run([args.peer_python, "-m", "benchmarks.int8_peer", "--make-peer", str(checkpoint.resolve()),
+                               "--work-dir", str(Path(args.work_dir).resolve()), "--out", "-"], env=env, cwd=str(REPO))
+        if done.returncode:
+            raise SystemExit(f"making optimum's graphs with {args.peer_python} failed (exit {done.returncode}); "
+                             "its error is printed above")
         if current() is None:
             raise RuntimeError(f"{stamp_file}: optimum's graphs were not made")
     return paths, current()
