@@ -442,7 +442,8 @@ def cpu_model() -> str:
 
 
 def run(args) -> dict:
-    results = {"command": "python -m benchmarks.int8_peer " + " ".join(sys.argv[1:] if args.argv is None else args.argv),
+    argv = sys.argv[1:] if args.argv is None else args.argv
+    results = {"command": "python -m benchmarks.int8_peer " + " ".join(argv),
                "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "load_before": list(os.getloadavg())},
                "versions": versions(), "threads": args.threads, "iters": args.iters, "warmup": args.warmup,
                "audio_seconds": args.audio_seconds, "frames": args.frames, "quantization_peer": QUANT_CONFIG}
@@ -532,7 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="a trained checkpoint instead of random weights of --preset")
     p.add_argument("--bundle-dir", help="our FP32 bundle lives in BUNDLE_DIR/fp32, exported there if absent "
                                         "(default build/bench/PRESET, as benchmarks.latency keeps it)")
-    p.add_argument("--work-dir", help="our derived INT8 bundle and optimum's graphs (default build/bench/int8-peer-PRESET)")
+    p.add_argument("--work-dir", help="our derived INT8 bundle and optimum's graphs "
+                                      "(default build/bench/int8-peer-PRESET)")
     p.add_argument("--audio-seconds", type=float, default=6.0)
     p.add_argument("--frames", type=int, default=4)
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads of every session")
