@@ -9,8 +9,8 @@ What is compared, for each encoder (WavLM, the CLIP image tower):
 - ours FP32: the encoder graph of our FP32 ONNX bundle (--bundle-dir/fp32, exported once by
   `export.build_bundle` if it is not there; never written into when it is);
 - ours INT8: the graph `export.bundle.derive_bundle(fp32, ..., "int8")` derives from it,
-  derived afresh at every run (into --work-dir), so the run measures the INT8 rules of the
-  code that runs it;
+  derived afresh at every run (into --work-dir, in a child process), so the run measures the
+  INT8 rules of the code that runs it (--int8-bundle: an INT8 bundle already derived instead);
 - optimum FP32: the same encoder with the SAME weights as a Hugging Face model directory
   (`WavLMModel`; `CLIPVisionModel`, whose configuration is mapped from our preset and whose
   weights are open_clip's, renamed), exported by `optimum.exporters.onnx.main_export`
@@ -187,27 +187,41 @@ def video_head(checkpoint: Path, config) -> dict:
 
 def our_bundles(args, config, checkpoint: Path) -> dict[str, Path]:
     """Our FP32 bundle (exported when --bundle-dir has none) and the INT8 bundle derived from
-    it now, into --work-dir."""
+    it now, into --work-dir, by a child process (deriving the large preset's takes several GB,
+    which are given back before the timing); or --int8-bundle as it is."""
     import shutil
+    import subprocess
 
-    from export import build_bundle
-    from export.bundle import derive_bundle
     from foal_edge.bundle import load_manifest
 
     fp32 = Path(args.bundle_dir) / "fp32"
     if not (fp32 / "manifest.json").is_file():
+        from export import build_bundle
+
         log(f"exporting our FP32 ONNX bundle -> {fp32}")
         build_bundle(checkpoint, fp32, target="onnx", precision="fp32", parity_clips=0,
                      max_audio_seconds=args.audio_seconds)
-    int8 = Path(args.work_dir) / "ours-int8"
-    shutil.rmtree(int8, ignore_errors=True)
-    log(f"deriving our INT8 bundle -> {int8}")
-    derive_bundle(fp32, int8, "int8", (config.video.heads, config.video.width))
+    if args.int8_bundle:
+        int8 = Path(args.int8_bundle)
+    else:
+        int8 = Path(args.work_dir) / "ours-int8"
+        shutil.rmtree(int8, ignore_errors=True)
+        log(f"deriving our INT8 bundle -> {int8}")
+        code = ("import sys; from export.bundle import derive_bundle; "
+                "derive_bundle(sys.argv[1], sys.argv[2], 'int8', (int(sys.argv[3]), int(sys.argv[4])))")
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+        done = subprocess.run([sys.executable, "-c", code, str(fp32.resolve()), str(int8.resolve()),
+                               str(config.video.heads), str(config.video.width)], env=env, cwd=str(REPO))
+        if done.returncode:
+            raise SystemExit(f"deriving our INT8 bundle failed (exit {done.returncode}); its error is printed above")
     paths = {}
     for tag, bundle in (("fp32", fp32), ("int8", int8)):
         graphs = load_manifest(bundle).graphs
         for name in ("audio", "video"):
-            paths[f"{name}/ours-{tag}"] = bundle / graphs[name].file
+            g = graphs[name]
+            if g.precision != tag and tag == "int8":
+                raise SystemExit(f"{bundle}: its {name} graph is {g.precision}, not int8")
+            paths[f"{name}/ours-{tag}"] = bundle / g.file
     return paths
 
 
@@ -457,6 +471,8 @@ def run(args) -> dict:
     import resource
 
     prepared_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    results["ours_int8"] = {"bundle": str(paths["audio/ours-int8"].parent),
+                            "derived_in_this_run": not args.int8_bundle}
     head = video_head(checkpoint, config)
     results["params"] = {
         name: {"ours_fp32": float_params(paths[f"{name}/ours-fp32"]),
@@ -469,11 +485,12 @@ def run(args) -> dict:
     for name in ("audio", "video"):
         results["encoders"][name] = time_encoder(args, name, paths, inputs, head)
     results["machine"]["load_after"] = list(os.getloadavg())
-    results["peak_rss_mb"] = {  # children: optimum's subprocess (the largest child)
-        "benchmark": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "benchmark_until_timing": prepared_mb,
-        "making_optimum_graphs": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        if getattr(args, "made_peer", False) else None}
+    results["peak_rss_mb"] = {
+        "timing_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "before_timing": prepared_mb,
+        # the largest child: deriving our INT8 bundle, making optimum's graphs (each when done in this run)
+        "largest_child": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        "made_optimum_graphs": bool(getattr(args, "made_peer", False))}
     return results
 
 
@@ -483,6 +500,7 @@ def _ratio(r: dict) -> str:
 
 def markdown(results: dict) -> str:
     m, v, pv = results["machine"], results["versions"], results["peer_made_by"]["versions"]
+    rss = results["peak_rss_mb"]
     lines = [f"# Our ONNX graphs vs Hugging Face optimum's export and INT8 ({results['preset']} preset)", "",
              f"Command: `{results['command']}`", "",
              f"Machine: {m['cpu']}, {m['cores']} cores; load average before "
@@ -492,12 +510,13 @@ def markdown(results: dict) -> str:
              f"{v['torch']}, transformers {v['transformers']}, open_clip {v['open_clip_torch']}; optimum's made by "
              f"optimum {pv['optimum']} (optimum-onnx {pv['optimum-onnx']}), transformers {pv['transformers']}, "
              f"onnxruntime {pv['onnxruntime']} (`{results['peer_made_by']['python']}`).", "",
-             f"Peak resident memory: {results['peak_rss_mb']['benchmark'] / 1024:.1f} GB (this process; "
-             f"{results['peak_rss_mb']['benchmark_until_timing'] / 1024:.1f} GB before the timing, while it derived "
-             "our INT8 bundle)" + (
-                 f", {results['peak_rss_mb']['making_optimum_graphs'] / 1024:.1f} GB (making optimum's graphs)."
-                 if results["peak_rss_mb"]["making_optimum_graphs"] else "; optimum's graphs were made by an "
-                 "earlier run for the same checkpoint."), "",
+             f"Peak resident memory: {rss['timing_process'] / 1024:.1f} GB in the timing process, "
+             f"{rss['largest_child'] / 1024:.1f} GB in the largest child process (of: the check for optimum"
+             + (", our INT8 derivation" if results["ours_int8"]["derived_in_this_run"] else "")
+             + (", the making of optimum's graphs" if rss["made_optimum_graphs"] else
+                "; optimum's graphs were made by an earlier run for the same checkpoint") + ").", "",
+             ("Ours INT8 derived in this run" if results["ours_int8"]["derived_in_this_run"] else
+              f"Ours INT8 given: `{results['ours_int8']['bundle']}`") + ".", "",
              f"Inputs: {results['audio_seconds']:g} s of 16 kHz audio, {results['frames']} frames of 224x224. "
              f"Peer INT8: optimum's `ORTQuantizer` with `{results['quantization_peer']}`. Ours INT8: "
              "`export.bundle.derive_bundle(fp32, dst, \"int8\")` at this commit.", ""]
@@ -538,6 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "(default build/bench/PRESET, as benchmarks.latency keeps it)")
     p.add_argument("--work-dir", help="our derived INT8 bundle and optimum's graphs "
                                       "(default build/bench/int8-peer-PRESET)")
+    p.add_argument("--int8-bundle", help="measure this INT8 bundle as it is instead of deriving one from the FP32 "
+                                         "bundle (it must come from the same FP32 bundle at the code to be measured)")
     p.add_argument("--audio-seconds", type=float, default=6.0)
     p.add_argument("--frames", type=int, default=4)
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads of every session")

@@ -99,3 +99,14 @@ def test_benchmark_reports_four_graphs_of_each_encoder(tiny_bundle, tmp_path):
     # The FP32 bundle it was given is read, never written.
     assert sorted(f.name for f in (tmp_path / "bench").iterdir()) == ["fp32"]
     assert "optimum-int8" in out.with_suffix(".md").read_text()
+
+
+def test_a_given_int8_bundle_that_is_not_int8_is_refused(tiny_bundle, tmp_path):
+    import argparse
+
+    checkpoint, bundle = tiny_bundle
+    shutil.copytree(bundle, tmp_path / "fp32")
+    args = argparse.Namespace(bundle_dir=str(tmp_path), int8_bundle=str(bundle), work_dir=str(tmp_path),
+                              audio_seconds=2.0)
+    with pytest.raises(SystemExit, match="audio graph is fp32, not int8"):
+        int8_peer.our_bundles(args, int8_peer.read_config(checkpoint), checkpoint)
