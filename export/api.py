@@ -206,10 +206,10 @@ def choose_auto(ort32: dict, shipped: dict | None, report: dict, inputs, precisi
         precisions[name] = pick
         if pick == "fp32":
             final[name] = fp32[name]
-    picks = set(choice["graphs"][n] for n in ("audio", "video"))
+    picks = set(choice["graphs"].values())
     if picks == {"fp32"}:
         report.pop("int8_vs_fp32", None)
-    elif len(picks) == 2:  # one encoder INT8, one FP32: measure the mix that ships
+    elif len(picks) == 2:  # some graphs INT8, some FP32: measure the mix that ships
         mixed = {n: ort32[n] if choice["graphs"][n] == "fp32" else shipped[n] for n in GRAPHS}
         report["int8_vs_fp32"] = parity.compare(lambda w, f: parity.run_sessions(ort32, w, f),
                                                 lambda w, f: parity.run_sessions(mixed, w, f), inputs)

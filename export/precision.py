@@ -4,12 +4,14 @@ and what `--precision auto` chooses.
 - fp32: every graph as exported.
 - fp16: the audio, video and fusion graphs converted (export/fp16.py keeps LayerNorm,
   Softmax, reductions and position arithmetic in FP32); TensorRT builds from them.
-- int8: the encoders dynamically quantised (export/quantize.py), for CPUs; the tiny fusion
-  head stays FP32. Not a TensorRT precision.
+- int8: the audio, video and fusion graphs dynamically quantised (export/quantize.py rewrites
+  the encoders first into the form ONNX Runtime's CPU kernels run fastest), for CPUs. Not a
+  TensorRT precision.
 - frame preprocessing stays FP32 whatever the precision: its weights must resolve 1/255
   (FP16 would move pixels by grey levels).
-- auto: fp16 for TensorRT; for ONNX ("cpu-auto"), per encoder the faster of FP32 and INT8 on
-  this machine, INT8 only if its labels agree with FP32 on enough parity clips.
+- auto: fp16 for TensorRT; for ONNX ("cpu-auto"), per graph (audio, video, fusion) the faster
+  of FP32 and INT8 on this machine, INT8 only if its labels agree with FP32 on enough parity
+  clips.
 """
 
 from __future__ import annotations
@@ -41,10 +43,7 @@ def resolve(precision: str, target: str) -> str:
 def graph_precision(name: str, precision: str) -> str:
     """The precision graph `name` ships at in a bundle of `precision` ("cpu-auto": its INT8
     candidate)."""
-    low = "int8" if precision == "cpu-auto" else precision
-    if name == "preprocess" or (name == "fusion" and low != "fp16"):
-        return "fp32"
-    return low
+    return "fp32" if name == "preprocess" else "int8" if precision == "cpu-auto" else precision
 
 
 def convert_graph(name: str, precision: str, fp32_onnx: Path, work: Path) -> Path:
@@ -65,9 +64,9 @@ def convert_graph(name: str, precision: str, fp32_onnx: Path, work: Path) -> Pat
 
 
 def choose_cpu_precision(fp32: dict, int8: dict | None, int8_parity: dict | None, inputs, rounds: int = 7) -> dict:
-    """--precision auto on ONNX: per encoder, INT8 where it runs at least MIN_INT8_SPEEDUP x
-    faster than FP32 on this machine (median of interleaved runs on a parity clip), and only
-    if INT8 kept the labels of FP32 on enough parity clips. The fusion head stays FP32."""
+    """--precision auto on ONNX: per graph (audio, video, fusion), INT8 where it runs at least
+    MIN_INT8_SPEEDUP x faster than FP32 on this machine (median of interleaved runs on a parity
+    clip), and only if INT8 kept the labels of FP32 on enough parity clips."""
     keep = {"graphs": {"audio": "fp32", "video": "fp32", "fusion": "fp32"}, "speedup": {}}
     clips = int8_parity["clips"] if int8_parity else 0
     agreement = int8_parity["label_agreement"] if int8_parity else 0.0
@@ -76,8 +75,11 @@ def choose_cpu_precision(fp32: dict, int8: dict | None, int8_parity: dict | None
                        f"(needs >= {100 * MIN_INT8_AGREEMENT:g}% of >= {MIN_INT8_CLIPS}; --parity-clips sets the count)")
         return keep
     wave, frames = max(inputs, key=lambda x: x[0].shape[1])
-    feeds = {"audio": {"waveform": wave}, "video": {"frames": frames}}
-    for name in ("audio", "video"):
+    hidden, emb = fp32["audio"].run({"waveform": wave})[0], fp32["video"].run({"frames": frames})[0]
+    feeds = {"audio": {"waveform": wave}, "video": {"frames": frames},
+             "fusion": {"audio": hidden, "audio_mask": np.ones(hidden.shape[:2], np.float32), "video": emb[None],
+                        "video_mask": np.ones((1, emb.shape[0]), np.float32)}}
+    for name in ("audio", "video", "fusion"):
         times = {"fp32": [], "int8": []}
         for r in range(rounds + 1):  # round 0 warms both sessions up
             for kind, runner in (("fp32", fp32[name]), ("int8", int8[name])):

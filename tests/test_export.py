@@ -81,8 +81,8 @@ def test_int8_bundle_quantises_the_encoders_and_runs(tiny_bundle, tmp_path):
     _, bundle = tiny_bundle
     int8 = derive_bundle(bundle, tmp_path / "int8", "int8")
     m = load_manifest(int8)
-    assert [m.graphs[n].precision for n in ("audio", "video", "fusion")] == ["int8", "int8", "fp32"]
-    for name in ("audio", "video"):
+    assert [m.graphs[n].precision for n in ("audio", "video", "fusion", "preprocess")] == ["int8"] * 3 + ["fp32"]
+    for name in ("audio", "video", "fusion"):
         ops = {n.op_type for n in onnx.load(str(int8 / m.graphs[name].file)).graph.node}
         assert "MatMulInteger" in ops or "DynamicQuantizeLinear" in ops
     a, b = Predictor(bundle), Predictor(int8)
@@ -128,10 +128,9 @@ def test_auto_precision_picks_int8_only_where_it_is_faster_and_keeps_labels(tiny
         choice = choose_cpu_precision(r32, r8, report, inputs)
         assert choice["graphs"] == {"audio": "fp32", "video": "fp32", "fusion": "fp32"}
         assert "FP32" in choice["why"]
-    # Labels kept: each encoder goes INT8 exactly when it measured faster here.
+    # Labels kept: each graph goes INT8 exactly when it measured faster here.
     choice = choose_cpu_precision(r32, r8, good, inputs, rounds=3)
-    assert choice["graphs"]["fusion"] == "fp32"
-    for name in ("audio", "video"):
+    for name in ("audio", "video", "fusion"):
         assert choice["graphs"][name] == ("int8" if choice["speedup"][name] >= MIN_INT8_SPEEDUP else "fp32")
 
 
