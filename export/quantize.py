@@ -11,8 +11,8 @@ activations per call):
 2. ONNX Runtime's transformer optimizer (`fuse_for_cpu`): GELU, exported as
    x * (0.5 * (1 + erf(x / sqrt 2))), an order ONNX Runtime's session-time GeluFusion does not
    match (it ran as four element-wise ops, 2.3x slower than one Gelu node), into Gelu/BiasGelu.
-3. The ViT's attention as one com.microsoft MultiHeadAttention node per layer
-   (`attention_as_mha`).
+3. Each attention (the ViT's, and WavLM's with its gated relative position bias) as one
+   com.microsoft MultiHeadAttention node per layer (`attention_as_mha`).
 4. `quantize_dynamic`: every MatMul with a constant weight. The attention's own matmuls (both
    inputs computed) stay FP32: quantising them as well (MatMulConstBOnly off) was slower on
    ViT-L/14 and WavLM Large.
@@ -145,8 +145,7 @@ def fuse_for_cpu(model):
     SkipLayerNormalization and its fused attention (QAttention) as well, ViT-L/14's INT8 graph
     ran at 3.28x its FP32 graph against 3.64x without (4 frames, 1 thread; in ONNX Runtime's
     profile, 48 SkipLayerNormalization nodes took 258 ms where the LayerNormalization and Add
-    they replace took about 80). WavLM's attention (a gated relative position bias before the
-    softmax) matches none of its attention patterns."""
+    they replace took about 80). Attention is attention_as_mha's."""
     import onnx
     from onnxruntime.transformers import optimizer
     from onnxruntime.transformers.fusion_options import FusionOptions
@@ -175,12 +174,19 @@ def _const(model_consts: dict, name: str) -> np.ndarray | None:
 
 
 def attention_as_mha(model):
-    """Each attention of the exported ViT (export/graphs.py SplitAttention, written out as
-    Reshape/Transpose of the query, key and value projections, MatMul, Div by sqrt(head size),
-    Softmax, MatMul, Transpose, Reshape) replaced by one com.microsoft MultiHeadAttention node
-    on the three projections, which ONNX Runtime's CPU kernel runs without materialising the
-    per-head transposes (ViT-L/14, 4 frames: 13.7 against 16.9 ms a layer, 1 thread).
-    Returns (model, number of attentions replaced)."""
+    """Each attention of the exported encoders replaced by one com.microsoft MultiHeadAttention
+    node on the query, key and value projections, which ONNX Runtime's CPU kernel runs without
+    materialising the per-head transposes (ViT-L/14, 4 frames: 13.7 against 16.9 ms a layer,
+    1 thread). Two exported forms are matched:
+
+    - the ViT's (export/graphs.py SplitAttention): Softmax(MatMul(q, k^T) / c), c = sqrt(head size);
+    - WavLM's (scaled_dot_product_attention with the gated relative position bias as its mask):
+      Softmax(MatMul(q * c, k^T * c) + bias), c^2 = 1 / sqrt(head size); the bias [B, H, T, T]
+      becomes the node's attention_bias.
+
+    q, k and v are followed up from the scores through the exporter's Reshape/Transpose head
+    splits to the projections [B, T, D]; after Softmax comes MatMul with v, then Transpose and
+    Reshape back to [B, T, D]. Anything else is left as it is. Returns (model, number replaced)."""
     import collections
 
     from onnx import helper
@@ -194,57 +200,113 @@ def attention_as_mha(model):
         for i in n.input:
             consumers[i].append(n)
 
-    def only(name, op, perm=None):
+    def sole(name, op):  # the producer of `name` if it is an `op` whose output only that edge reads
         n = producer.get(name)
-        if n is None or n.op_type != op or len(consumers[name]) != 1:
-            return None
-        if perm is not None and [a.ints for a in n.attribute if a.name == "perm"] != [perm]:
-            return None
-        return n
+        return n if n is not None and n.op_type == op and len(consumers[name]) == 1 else None
 
-    def head(name, perm):  # projection [B, T, D] -> Reshape -> Transpose(perm): (projection, nodes)
-        t = only(name, "Transpose", perm)
-        r = t and only(t.input[0], "Reshape")
-        return (r.input[0], [r, t]) if r else (None, [])
+    def projection(name):  # up through the head split (Reshape/Transpose only) to [B, T, D]
+        walked = []
+        while (n := producer.get(name)) is not None and n.op_type in ("Reshape", "Transpose") \
+                and sum(c.op_type != "Shape" for c in consumers[name]) == 1:  # Shape: the split's own sizes
+            walked.append(n)
+            name = n.input[0]
+        return (name, walked) if walked and walked[-1].op_type == "Reshape" else (None, [])
 
-    drop, added, count = set(), [], 0
+    def scalar(name):
+        c = _const(consts, name)
+        return float(c.reshape(-1)[0]) if c is not None and c.size == 1 else None
+
+    def scaled(name):  # Mul(x, c) -> (x, c, node)
+        n = sole(name, "Mul")
+        if n is None:
+            return None, None, None
+        for x, c in ((n.input[0], n.input[1]), (n.input[1], n.input[0])):
+            if scalar(c) is not None:
+                return x, scalar(c), n
+        return None, None, None
+
+    drop, added = set(), []
     for softmax in [n for n in graph.node if n.op_type == "Softmax"]:
-        div = only(softmax.input[0], "Div")
-        scores = div and only(div.input[0], "MatMul")
-        c = _const(consts, div.input[1]) if div else None
-        if scores is None or c is None or c.size != 1:
+        pre = producer.get(softmax.input[0])
+        bias, extra = "", []
+        if pre is not None and pre.op_type == "Div" and scalar(pre.input[1]) and sole(softmax.input[0], "Div"):
+            scores, scale = sole(pre.input[0], "MatMul"), 1.0 / scalar(pre.input[1])
+            q_in, k_in = (scores.input[0], scores.input[1]) if scores else (None, None)
+        elif pre is not None and pre.op_type == "Add" and sole(softmax.input[0], "Add"):
+            scores = next((m for i in pre.input if (m := sole(i, "MatMul")) is not None), None)
+            bias = next((i for i in pre.input if scores is None or i != scores.output[0]), "")
+            (q_in, cq, mq), (k_in, ck, mk) = (scaled(i) for i in scores.input) if scores else ((None,) * 3,) * 2
+            if scores is None or cq is None or ck is None or abs(cq - ck) > 1e-7 * abs(cq):
+                continue
+            scale, extra = cq * ck, [mq, mk]
+        else:
             continue
-        q, q_nodes = head(scores.input[0], [0, 2, 1, 3])
-        k, k_nodes = head(scores.input[1], [0, 2, 3, 1])
+        if scores is None:
+            continue
+        q, q_nodes = projection(q_in)
+        k, k_nodes = projection(k_in)
         after = consumers[softmax.output[0]]
         mix = after[0] if len(after) == 1 and after[0].op_type == "MatMul" and after[0].input[0] == softmax.output[0] else None
-        v, v_nodes = head(mix.input[1], [0, 2, 1, 3]) if mix else (None, [])
-        merge = mix and consumers[mix.output[0]]
-        t_out = merge[0] if merge and len(merge) == 1 and merge[0].op_type == "Transpose" else None
-        r_out = consumers[t_out.output[0]] if t_out else []
-        r_out = r_out[0] if len(r_out) == 1 and r_out[0].op_type == "Reshape" else None
+        v, v_nodes = projection(mix.input[1]) if mix else (None, [])
+        t_out = mix and sole_consumer(consumers, mix.output[0], "Transpose")
+        r_out = t_out and sole_consumer(consumers, t_out.output[0], "Reshape")
         if not (q and k and v and r_out) or [a.ints for a in t_out.attribute if a.name == "perm"] != [[0, 2, 1, 3]]:
             continue
-        head_size = float(c.reshape(-1)[0]) ** 2
-        width = next((_const(consts, i).shape[-1] for n in [producer.get(q)] if n is not None
-                      for m in [producer.get(i) for i in n.input] if m is not None and m.op_type == "MatMul"
-                      for i in m.input if _const(consts, i) is not None), None)
+        width = _projection_width(q, producer, consts)
+        head_size = 1.0 / scale ** 2
         if width is None or abs(head_size - round(head_size)) > 1e-3 or width % round(head_size):
             continue
-        heads = width // round(head_size)
-        added.append((r_out, helper.make_node("MultiHeadAttention", [q, k, v], [r_out.output[0]], domain="com.microsoft",
-                                              name=f"mha{count}", num_heads=heads, scale=1.0 / float(c.reshape(-1)[0]))))
-        drop.update(id(n) for n in [*q_nodes, *k_nodes, scores, div, softmax, mix, *v_nodes, t_out, r_out])
-        count += 1
-    if count:
+        inputs = [q, k, v] + (["", "", bias] if bias else [])
+        added.append((r_out, helper.make_node("MultiHeadAttention", inputs, [r_out.output[0]], domain="com.microsoft",
+                                              name=f"mha{len(added)}", num_heads=width // round(head_size),
+                                              scale=scale)))
+        drop.update(id(n) for n in [*q_nodes, *k_nodes, *extra, scores, pre, softmax, mix, *v_nodes, t_out, r_out])
+    if added:
+        before = list(graph.node)
         replace = {id(old): new for old, new in added}
         nodes = [replace.get(id(n), n) for n in graph.node if id(n) not in drop or id(n) in replace]
         del graph.node[:]
         graph.node.extend(nodes)
-        _drop_unused_initializers(graph)
+        _drop_unused(graph)
+        known = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+        known |= {o for n in graph.node for o in n.output}
+        if any(i not in known for n in graph.node for i in n.input):  # something else read what went
+            del graph.node[:]
+            graph.node.extend(before)
+            return model, 0
         if not any(imp.domain == "com.microsoft" for imp in model.opset_import):
             model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    return model, count
+    return model, len(added)
+
+
+def sole_consumer(consumers, name: str, op: str):
+    after = consumers[name]
+    return after[0] if len(after) == 1 and after[0].op_type == op else None
+
+
+def _projection_width(name: str, producer: dict, consts: dict) -> int | None:
+    """D of a projection x @ W (+ b): W's last dimension."""
+    n = producer.get(name)
+    for m in [n] + ([producer.get(i) for i in n.input] if n is not None else []):
+        if m is not None and m.op_type == "MatMul":
+            w = next((_const(consts, i) for i in m.input if _const(consts, i) is not None), None)
+            if w is not None:
+                return int(w.shape[-1])
+    return None
+
+
+def _drop_unused(graph) -> None:
+    """Nodes whose outputs nothing reads any more (the old attention's shape arithmetic), then
+    initializers nothing reads."""
+    outputs = {o.name for o in graph.output}
+    while True:
+        read = {i for n in graph.node for i in n.input} | outputs
+        keep = [n for n in graph.node if any(o in read for o in n.output)]
+        if len(keep) == len(graph.node):
+            break
+        del graph.node[:]
+        graph.node.extend(keep)
+    _drop_unused_initializers(graph)
 
 
 # -- 4. the whole INT8 graph --------------------------------------------------------------
@@ -311,7 +373,7 @@ def quantize_int8(src: Path, dst: Path, graph: str | None = None) -> Path:
         model, matmuls = convs_as_matmuls(model)
     if graph in ("audio", "video"):
         model, report["fused"] = fuse_for_cpu(model)
-    if graph == "video":
+    if graph in ("audio", "video"):
         model, report["attention_as_mha"] = attention_as_mha(model)
     _quantize(copy.deepcopy(model) if matmuls else model, dst, exclude=[])
     if matmuls:

@@ -138,7 +138,10 @@ def test_the_int8_bundle_keeps_the_fp32_labels_on_trained_weights(demo_int8):
     assert report["min_cosine"]["audio"] >= 0.99 and report["min_cosine"]["video"] >= 0.99
 
 
-def test_the_vits_attention_becomes_one_node_per_layer_with_the_same_output(demo_int8):
+@pytest.mark.parametrize("graph", ["audio", "video"])
+def test_each_attention_becomes_one_node_per_layer_with_the_same_output(demo_int8, graph):
+    """The ViT's attention and WavLM's (with its gated relative position bias as the node's
+    attention_bias) each become one MultiHeadAttention node, computing what they computed."""
     import onnxruntime as ort
 
     from export.quantize import attention_as_mha, fuse_for_cpu
@@ -146,12 +149,20 @@ def test_the_vits_attention_becomes_one_node_per_layer_with_the_same_output(demo
     from export.api import DEMO_CHECKPOINT
 
     fp32, _ = demo_int8
-    fused, _ = fuse_for_cpu(onnx.load(str(fp32 / "video.onnx")))
+    fused, _ = fuse_for_cpu(onnx.load(str(fp32 / f"{graph}.onnx")))
     rewritten, count = attention_as_mha(onnx.load_from_string(fused.SerializeToString()))
-    assert count == FoalNet.load(DEMO_CHECKPOINT).config.video.layers
+    config = FoalNet.load(DEMO_CHECKPOINT).config
+    assert count == (config.video.layers if graph == "video" else config.audio.num_hidden_layers)
     ops = [n.op_type for n in rewritten.graph.node]
     assert "Softmax" not in ops and ops.count("MultiHeadAttention") == count
-    frames = np.random.default_rng(0).standard_normal((5, 3, 224, 224)).astype(np.float32)
-    want, got = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-                 .run(None, {"frames": frames})[0] for m in (fused, rewritten))
+    rng = np.random.default_rng(0)
+    feed = ({"frames": rng.standard_normal((5, 3, 224, 224)).astype(np.float32)} if graph == "video" else
+            {"waveform": (0.1 * rng.standard_normal((2, 27_000))).astype(np.float32)})  # a batch of two
+    want, got = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+                 for m in (fused, rewritten))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    scale = next(a for n in rewritten.graph.node if n.op_type == "MultiHeadAttention" for a in n.attribute
+                 if a.name == "scale")
+    scale.f *= 2  # and the test can tell a wrong attention from a right one
+    wrong = ort.InferenceSession(rewritten.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    assert np.abs(wrong - want).max() > 1e-3
