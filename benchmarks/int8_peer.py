@@ -584,13 +584,9 @@ def main(argv=None) -> dict | None:
     if args.iters < 1 or args.warmup < 1:
         raise SystemExit("--iters and --warmup must be at least 1")
     args.peer_python = find_peer_python(args.peer_python)
-    results = run(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2))
-    out.with_suffix(".md").write_text(markdown(results))
-    print(markdown(results))
-    return results
+    from benchmarks.report import write
+
+    return write(Path(args.out), run(args), markdown)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ difference from Pillow in grey levels.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -174,12 +173,9 @@ def main(argv=None) -> dict:
     results.update(machine={**machine(), "pillow": PIL.__version__}, batch=args.batch, iters=args.iters,
                    command="python -m benchmarks.preprocess " + " ".join(sys.argv[1:] if argv is None else argv))
     results["machine"]["onnxruntime"] = onnxruntime.__version__
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2))
-    out.with_suffix(".md").write_text(markdown(results))
-    print(markdown(results))
-    return results
+    from benchmarks.report import write
+
+    return write(Path(args.out), results, markdown)
 
 
 if __name__ == "__main__":
