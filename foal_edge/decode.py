@@ -24,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import media
+from . import media, preprocess
 from .errors import BackendUnavailableError, MediaError
 
 AUDIO_CHUNK_SECONDS = 0.5
+SHRINK = 2  # kept frames are scaled by FFmpeg to this many times the model's resize (Decoder._rgb)
 QUEUE_ITEMS = 32  # items in flight between the decoding thread and the caller: a second or so
 
 
@@ -85,8 +86,10 @@ class Decoder:
     """A single pass over `path`: audio resampled to `rate` mono (when `audio`), and the frames on
     a grid of `spacing` seconds (when `video` and spacing is not None)."""
 
-    def __init__(self, path, rate: int, spacing: float | None, audio: bool = True, video: bool = True):
+    def __init__(self, path, rate: int, spacing: float | None, audio: bool = True, video: bool = True,
+                 image_size: int | None = None):
         self.path = Path(path)
+        self.image_size = image_size
         self.rate = rate
         self.spacing = spacing
         self.audio, self.video = audio, video
@@ -157,7 +160,7 @@ class Decoder:
                             if turn is None:  # the first frame carries the display matrix
                                 turn = media._stream_turn(v, frame)
                             if grid.due(t):
-                                rgb = media._upright(frame.to_ndarray(format="rgb24"), *turn)
+                                rgb = media._upright(self._rgb(frame, turn[0]), *turn)
                                 self.frames_kept += 1
                                 sink("frame", t, rgb)
                             self.seconds = max(self.seconds, t)
@@ -171,6 +174,20 @@ class Decoder:
             except av.error.FFmpegError as exc:
                 raise MediaError(f"{self.path}: decoding failed at {self.seconds:.1f} s ({exc}); the file may be "
                                  "truncated: re-encode it with `ffmpeg -i FILE out.mp4`") from exc
+
+    def _rgb(self, frame, rotation: int) -> np.ndarray:
+        """A kept frame as RGB: at its own size, or, with `image_size`, shrunk by FFmpeg's scaler
+        (bicubic, in the same pass as the YUV to RGB conversion) to SHRINK times the size CLIP's
+        resize gives it, so that preprocess.resize_and_crop then makes the same crop from
+        fewer pixels (crop_box of the shrunk frame is the one of the frame)."""
+        if self.image_size:
+            w, h = frame.width, frame.height
+            turned = rotation in (90, 270)
+            nh, nw, _, _ = preprocess.crop_box(w if turned else h, h if turned else w, self.image_size)
+            tw, th = (SHRINK * nh, SHRINK * nw) if turned else (SHRINK * nw, SHRINK * nh)
+            if w * h >= 2 * tw * th:  # only where it at least halves the pixels
+                return frame.reformat(width=tw, height=th, format="rgb24", interpolation="BICUBIC").to_ndarray()
+        return frame.to_ndarray(format="rgb24")
 
     def iterate(self):
         """The items of `run`, decoded on a thread ahead of the caller (a bounded queue)."""
