@@ -5,9 +5,10 @@ PyAV demultiplexes the file once and decodes both streams as their packets come 
 FFmpeg's own frame and slice threads). Audio is converted to float32 mono at the bundle's rate by
 FFmpeg's resampler and handed on in chunks of about half a second. Every video frame is decoded
 (a codec needs its reference frames) but only the frames on the timeline's grid (one per
-`spacing` seconds, chosen by presentation timestamp, `FrameGrid`) are converted to RGB, shown
-upright as a player shows them (foal_edge/media.py's reading of the display matrix of the first
-frame, or of the stream's rotate tag) and handed on. Nothing holds the whole file:
+`spacing` seconds, chosen by presentation timestamp, `FrameGrid`) are converted to RGB (with
+`image_size`, shrunk in the same FFmpeg pass to twice what CLIP's resize makes of them: `_rgb`),
+shown upright as a player shows them (foal_edge/media.py's reading of the display matrix of the
+first frame, or of the stream's rotate tag) and handed on. Nothing holds the whole file:
 the pass keeps one chunk of audio and one frame at a time.
 
 `Decoder.run(sink)` calls `sink(kind, time, data)` for each item ("audio", start seconds, float32
