@@ -30,6 +30,7 @@ from .errors import BackendUnavailableError, MediaError
 
 AUDIO_CHUNK_SECONDS = 0.5
 SHRINK = 2  # kept frames are scaled by FFmpeg to this many times the model's resize (Decoder._rgb)
+SKIP_UNUSED = True  # frames off the grid that no frame refers to are not decoded (Decoder.run)
 QUEUE_ITEMS = 32  # items in flight between the decoding thread and the caller: a second or so
 
 
@@ -124,6 +125,10 @@ class Decoder:
                 grid = FrameGrid(self.spacing)
                 turn = None  # (degrees clockwise, mirrored): read upright as media.py reads a clip
                 start = float(v.start_time * v.time_base) if v.start_time is not None else 0.0
+                # Frames that cannot be on the grid are not decoded when nothing refers to them
+                # (FFmpeg's skip_frame=NONREF, set per packet; frame threads take it per packet).
+                skipping, timed, latest_skipped = False, True, -np.inf
+                reach = self.spacing * (1 - 1e-6)
             # Frame times are on the audio clock: both measured from the container's start.
             origin = container.start_time / 1e6 if container.start_time is not None else 0.0
 
@@ -142,6 +147,18 @@ class Decoder:
                 for packet in container.demux(*streams):
                     if stop is not None and stop.is_set():
                         return
+                    if packet.stream.type == "video" and packet.pts is not None and SKIP_UNUSED:
+                        # Before the grid's next frame could be due: never on the grid, whenever the
+                        # decoder hands it out, as the grid's last frame only moves on. NONREF
+                        # drops it only if no other frame refers to it: the frames kept, their
+                        # pixels and the audio are those of decoding every frame.
+                        tp = float(packet.pts * packet.time_base) - origin
+                        skip = timed and tp < grid.last + reach
+                        if skip != skipping:
+                            v.codec_context.skip_frame = "NONREF" if skip else "DEFAULT"
+                            skipping = skip
+                        if skip:
+                            latest_skipped = max(latest_skipped, tp)
                     for frame in packet.decode():
                         if packet.stream.type == "audio":
                             if first_pts is None and frame.pts is not None:
@@ -156,6 +173,7 @@ class Decoder:
                             flush_audio()
                         else:
                             self.frames_decoded += 1
+                            timed = timed and frame.pts is not None
                             t = float(frame.pts * frame.time_base) - origin if frame.pts is not None else \
                                 (self.frames_decoded - 1) / float(v.average_rate or 25) + start - origin
                             if turn is None:  # the first frame carries the display matrix
@@ -166,6 +184,9 @@ class Decoder:
                                 sink("frame", t, rgb)
                             self.seconds = max(self.seconds, t)
                             self.last_frame_time = t
+                if v is not None and latest_skipped > (self.last_frame_time or -np.inf):
+                    self.last_frame_time = latest_skipped  # the last frame, had it been decoded
+                    self.seconds = max(self.seconds, latest_skipped)
                 if a is not None:
                     for out in resampler.resample(None):
                         x = out.to_ndarray().reshape(-1)

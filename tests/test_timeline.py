@@ -306,3 +306,46 @@ def test_kept_frames_shrunk_by_ffmpeg_give_the_crop_and_the_answer_of_full_frame
     b = predictor.predict(frames=np.stack(shrunk), fps=5)
     assert a.label == b.label
     assert b.probabilities == pytest.approx(a.probabilities, abs=0.02)
+
+
+def test_frames_off_the_grid_that_nothing_refers_to_are_not_decoded(tmp_path, monkeypatch):
+    """An H.264 file with B-frames (libx264's default): the frames no other frame refers to and
+    that cannot be on the grid are skipped, and the pass hands on the same audio and the same
+    frames, pixel for pixel, as decoding every frame."""
+    import av
+
+    from foal_edge import decode
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "b-frames.mp4"
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 320, 240, "yuv420p"
+        v.options = {"preset": "veryfast", "crf": "30"}  # B-frames (ultrafast has none)
+        a = out.add_stream("aac", rate=16000, layout="mono")
+        frame = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+        for j in range(125):  # 5 s of a picture that moves
+            out.mux(v.encode(av.VideoFrame.from_ndarray(np.roll(frame, 3 * j, axis=1), format="rgb24")))
+            if j % 2:
+                af = av.AudioFrame.from_ndarray(rng.normal(0, 0.1, (1, 1024)).astype(np.float32), format="fltp",
+                                                layout="mono")
+                af.sample_rate, af.pts = 16000, (j // 2) * 1024
+                out.mux(a.encode(af))
+        out.mux(v.encode())
+        out.mux(a.encode())
+    with av.open(str(path)) as c:
+        kinds = {str(f.pict_type) for f in c.decode(video=0)}
+    assert any("B" in k or k == "3" for k in kinds), kinds  # the file has B-frames
+    passes = {}
+    for skip in (False, True):
+        monkeypatch.setattr(decode, "SKIP_UNUSED", skip)
+        items = []
+        d = decode.Decoder(path, 16000, 0.375)
+        d.run(lambda kind, t, x: items.append((kind, t, x.copy())))
+        passes[skip] = (items, d)
+    (every, d_every), (skipped, d_skipped) = passes[False], passes[True]
+    assert d_skipped.frames_decoded < d_every.frames_decoded == 125
+    assert d_skipped.frames_kept == d_every.frames_kept == 13  # 0, 0.4, ... 4.8 s
+    assert d_skipped.last_frame_time == d_every.last_frame_time
+    assert [(k, t) for k, t, _ in skipped] == [(k, t) for k, t, _ in every]
+    assert all(np.array_equal(x, y) for (_, _, x), (_, _, y) in zip(skipped, every))
