@@ -1,7 +1,7 @@
 """The emotion timeline: how its choices were made, and how fast it reads a long file.
 
     python -m benchmarks.timeline choices --bundle build/foal-demo --out benchmarks/results/timeline-choices
-    python -m benchmarks.timeline throughput --bundle build/foal-demo --minutes 10 \
+    python -m benchmarks.timeline throughput --bundle build/foal-demo --minutes 10 60 \
         --out benchmarks/results/timeline-throughput
 
 choices: the merge gap on conversations with known turns (espeak-ng sentences from
@@ -12,12 +12,14 @@ video hop on training.synthetic's voice and faces (what the demo bundle knows): 
 segment's label is the emotion of its turn (of the face, where nobody speaks), and the audio
 heard.
 
-throughput: MP4 files at 720p and 1080p of --minutes each: a 2-minute synthetic conversation
+throughput: MP4 files at 720p and 1080p of each of --minutes: a 2-minute synthetic conversation
 (espeak-ng speech, faces scaled up from 320x240) encoded once as H.264 (libx264 ultrafast) at
-25 fps with AAC audio, then looped to length by stream copy (`ffmpeg -stream_loop`); the 1080p clip is the 720p one
-scaled by ffmpeg. For each file, one after the other: the decode-only run `ffmpeg -i FILE -f null
--` and `python -m foal_edge timeline BUNDLE FILE`, each in a subprocess: wall time, CPU time (all
-its threads) and peak RSS. Needs ffmpeg. Writes NAME.json and NAME.md.
+25 fps with AAC audio, then looped to length by stream copy (`ffmpeg -stream_loop N -c copy`: an
+hour costs a copy of the file, not an encode); the 1080p clip is the 720p one scaled by ffmpeg.
+Each looped file's packet timestamps are checked to run on without a gap or a step back (the
+largest step per stream is recorded). For each file, one after the other: the decode-only run
+`ffmpeg -i FILE -f null -` and `python -m foal_edge timeline BUNDLE FILE`, each in a subprocess:
+wall time, CPU time (all its threads) and peak RSS. Needs ffmpeg. Writes NAME.json and NAME.md.
 """
 
 from __future__ import annotations
@@ -296,7 +298,7 @@ def main(argv=None) -> dict:
     c.add_argument("--out", type=Path, default=Path("benchmarks/results/timeline-choices"))
     t = sub.add_parser("throughput")
     t.add_argument("--bundle", default="build/foal-demo")
-    t.add_argument("--minutes", type=float, default=10.0)
+    t.add_argument("--minutes", type=float, nargs="+", default=[10.0], help="file lengths (several: 10 60)")
     t.add_argument("--sizes", nargs="+", default=["1280x720", "1920x1080"])
     t.add_argument("--fps", type=float, default=25.0)
     t.add_argument("--files", type=Path, default=Path("/tmp/foal-timeline-bench"))
@@ -373,63 +375,105 @@ def run_measured(cmd: list[str], env=None, cpu: bool = False):
     return (*result, usage.ru_utime + usage.ru_stime) if cpu else result
 
 
+def timestamp_steps(path: Path) -> dict:
+    """The largest step between consecutive packet timestamps of each stream (demuxed only, in
+    presentation order), and the last timestamp: a looped file must run on without a gap or a
+    step back where one copy of the clip meets the next."""
+    import av
+
+    with av.open(str(path)) as c:
+        times = {s.type: [] for s in c.streams if s.type in ("audio", "video")}
+        for packet in c.demux():
+            if packet.pts is not None and packet.stream.type in times:
+                times[packet.stream.type].append(float(packet.pts * packet.time_base))
+    out = {}
+    for kind, t in times.items():
+        t = np.sort(np.asarray(t))
+        steps = np.diff(t)
+        out[kind] = {"packets": len(t), "last_s": float(t[-1]), "max_step_s": float(steps.max()),
+                     "median_step_s": float(np.median(steps))}
+        if steps.max() > 2.5 * np.median(steps):
+            raise SystemExit(f"{path}: {kind} timestamps jump by {steps.max():.3f} s (packets every "
+                             f"{np.median(steps):.3f} s): the loop is not continuous")
+    return out
+
+
+def make_file(args, size: str, minutes: float, audio, frames, clip_seconds: float) -> Path:
+    """The --minutes file at `size`: the 2-minute clip (encoded once per size) looped by stream
+    copy."""
+    w, h = (int(x) for x in size.split("x"))
+    path = args.files / f"talk-{h}p-{minutes:g}min.mp4"
+    if path.exists():
+        return path
+    t0 = time.perf_counter()
+    clip = args.files / f"talk-{h}p-clip.mp4"
+    first = args.files / f"talk-{args.sizes[0].split('x')[1]}p-clip.mp4"
+    if not clip.exists() and first.exists() and shutil.which("ffmpeg"):  # scale the first clip: faster
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(first), "-vf", f"scale={w}:{h}", "-c:v",
+                        "libx264", "-preset", "ultrafast", "-crf", "28", "-c:a", "copy", str(clip)], check=True)
+    elif not clip.exists():
+        write_mp4(clip, audio, frames, args.fps, size=(w, h))
+    seconds = minutes * 60
+    loops = int(np.ceil(seconds / clip_seconds)) - 1  # the clip looped by stream copy: no re-encoding
+    partial = path.with_name(f".{path.name}.part.mp4")  # renamed when whole: an interrupted copy is redone
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", str(loops), "-i", str(clip), "-c", "copy",
+                    "-t", str(seconds), str(partial)], check=True)
+    partial.rename(path)
+    print(f"wrote {path} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return path
+
+
 def throughput_main(args) -> dict:
     from . import report
 
+    if not shutil.which("ffmpeg"):
+        raise SystemExit("the throughput benchmark needs the ffmpeg command (the decode-only reference and the loop)")
     args.files.mkdir(parents=True, exist_ok=True)
-    seconds = args.minutes * 60
     clip_seconds = 120.0
     audio, frames, _, _ = conversation(clip_seconds, seed=7, fps=args.fps, size=(240, 320))
     rows = []
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    for size in args.sizes:
-        w, h = (int(x) for x in size.split("x"))
-        path = args.files / f"talk-{h}p-{args.minutes:g}min.mp4"
-        if not path.exists():
-            t0 = time.perf_counter()
-            clip = args.files / f"talk-{h}p-clip.mp4"
-            first = args.files / f"talk-{args.sizes[0].split('x')[1]}p-clip.mp4"
-            if not clip.exists() and first.exists() and shutil.which("ffmpeg"):  # scale the first clip: faster
-                subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(first), "-vf", f"scale={w}:{h}", "-c:v",
-                                "libx264", "-preset", "ultrafast", "-crf", "28", "-c:a", "copy", str(clip)], check=True)
-            elif not clip.exists():
-                write_mp4(clip, audio, frames, args.fps, size=(w, h))
-            loops = int(np.ceil(seconds / clip_seconds)) - 1  # the clip looped by stream copy: no re-encoding
-            subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", str(loops), "-i", str(clip), "-c", "copy",
-                            "-t", str(seconds), str(path)], check=True)
-            print(f"wrote {path} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-        timeline = [sys.executable, "-m", "foal_edge", "timeline", args.bundle, str(path), "--out",
-                    str(args.files / f"{path.stem}.jsonl"), "--no-progress", "--backend", "onnxruntime-cpu"]
-        runs = {"ffmpeg_decode": ["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"], "timeline": timeline}
-        row = {"file": path.name, "size": size, "fps": args.fps, "seconds": seconds,
-               "bytes": path.stat().st_size, "load_before": os.getloadavg()[0]}
-        for name, cmd in runs.items():
-            wall, peak, cpu = run_measured(cmd, env, cpu=True)
-            row[f"{name}_s"], row[f"{name}_peak_rss_mb"], row[f"{name}_cpu_s"] = wall, peak, cpu
-        row["load_after"] = os.getloadavg()[0]
-        row["timeline_over_decode"] = row["timeline_s"] / row["ffmpeg_decode_s"]
-        row["timeline_over_decode_cpu"] = row["timeline_cpu_s"] / row["ffmpeg_decode_cpu_s"]
-        row["timeline_x_real_time"] = seconds / row["timeline_s"]
-        segments = [json.loads(x) for x in (args.files / f"{path.stem}.jsonl").read_text().splitlines()]
-        row["segments"] = len(segments)
-        rows.append(row)
-        print(json.dumps(row), file=sys.stderr)
+    for minutes in args.minutes:
+        seconds = minutes * 60
+        for size in args.sizes:
+            path = make_file(args, size, minutes, audio, frames, clip_seconds)
+            steps = timestamp_steps(path)
+            timeline = [sys.executable, "-m", "foal_edge", "timeline", args.bundle, str(path), "--out",
+                        str(args.files / f"{path.stem}.jsonl"), "--no-progress", "--backend", "onnxruntime-cpu"]
+            runs = {"ffmpeg_decode": ["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"],
+                    "timeline": timeline}
+            row = {"file": path.name, "size": size, "fps": args.fps, "seconds": seconds,
+                   "bytes": path.stat().st_size, "timestamps": steps, "load_before": os.getloadavg()[0]}
+            for name, cmd in runs.items():
+                wall, peak, cpu = run_measured(cmd, env, cpu=True)
+                row[f"{name}_s"], row[f"{name}_peak_rss_mb"], row[f"{name}_cpu_s"] = wall, peak, cpu
+            row["load_after"] = os.getloadavg()[0]
+            row["timeline_over_decode"] = row["timeline_s"] / row["ffmpeg_decode_s"]
+            row["timeline_over_decode_cpu"] = row["timeline_cpu_s"] / row["ffmpeg_decode_cpu_s"]
+            row["decode_x_real_time"] = seconds / row["ffmpeg_decode_s"]
+            row["timeline_x_real_time"] = seconds / row["timeline_s"]
+            segments = [json.loads(x) for x in (args.files / f"{path.stem}.jsonl").read_text().splitlines()]
+            row["segments"] = len(segments)
+            row["last_segment_end_s"] = max(s["end"] for s in segments)
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr)
     res = {"command": "python -m benchmarks.timeline " + " ".join(sys.argv[1:]), "rows": rows,
            "cores": os.cpu_count(), "file": f"H.264 (libx264 ultrafast, crf 28) at {args.fps:g} fps + AAC 16 kHz mono: "
-           f"a {clip_seconds:g} s synthetic conversation looped"}
+           f"a {clip_seconds:g} s synthetic conversation looped by stream copy"}
 
     def md(r):
         lines = ["# Timeline throughput against decoding", "", f"Command: `{r['command']}`  ",
-                 f"Files: {r['file']}. {r['cores']} cores shared with other work (load average before/after each "
-                 "file in the table).", "",
+                 f"Files: {r['file']}. {r['cores']} cores (load average before/after each file in the table).", "",
                  "| file | length | decode (ffmpeg) wall s / CPU s | timeline wall s / CPU s | timeline / decode: "
-                 "wall, CPU | x real time | peak RSS MB: ffmpeg, timeline | segments | load before / after |",
+                 "wall, CPU | x real time: decode, timeline | peak RSS MB: ffmpeg, timeline | segments | "
+                 "load before / after |",
                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
         for x in r["rows"]:
             lines.append(f"| {x['size']} {x['fps']:g} fps | {x['seconds'] / 60:g} min | "
                          f"{x['ffmpeg_decode_s']:.1f} / {x['ffmpeg_decode_cpu_s']:.1f} | "
                          f"{x['timeline_s']:.1f} / {x['timeline_cpu_s']:.1f} | {x['timeline_over_decode']:.2f}, "
-                         f"{x['timeline_over_decode_cpu']:.2f} | {x['timeline_x_real_time']:.1f} | "
+                         f"{x['timeline_over_decode_cpu']:.2f} | {x.get('decode_x_real_time', 0):.1f}, "
+                         f"{x['timeline_x_real_time']:.1f} | "
                          f"{x['ffmpeg_decode_peak_rss_mb']:.0f}, {x['timeline_peak_rss_mb']:.0f} | {x['segments']} | "
                          f"{x['load_before']:.1f} / {x['load_after']:.1f} |")
         return "\n".join(lines) + "\n"

@@ -283,7 +283,8 @@ def batch(args) -> int:
         else:  # the timeline runs its own voice activity detector
             from .predictor import Predictor
 
-            predictor = Predictor(args.bundle, backend=args.backend, threads=1 if workers > 1 else None, vad=False)
+            predictor = Predictor(args.bundle, backend=args.backend, threads=1 if workers > 1 else None, vad=False,
+                                  spin=False)  # decoding shares the cores: ONNX Runtime's threads sleep
     except BaseException:
         rows.close()
         raise
@@ -338,7 +339,9 @@ def timeline(args) -> int:
     options = {k: v for k, v in (("merge_gap", args.merge_gap), ("overlap", args.overlap), ("hop", args.hop))
                if v is not None}
     options["vad"] = False if args.no_vad else (args.vad or "auto")
-    predictor = Predictor(args.bundle, backend=args.backend, vad=False)  # the timeline runs its own detector
+    # The timeline runs its own detector; decoding shares the cores, so ONNX Runtime's idle threads
+    # sleep instead of spinning (docs/timeline.md).
+    predictor = Predictor(args.bundle, backend=args.backend, vad=False, spin=False)
     bar = tl.progress_bar(args.file.name, enabled=not args.no_progress)
     segments = predictor.timeline(args.file, use_audio=not args.video_only, use_video=not args.audio_only,
                                   progress=bar, **options)

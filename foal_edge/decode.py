@@ -5,9 +5,10 @@ PyAV demultiplexes the file once and decodes both streams as their packets come 
 FFmpeg's own frame and slice threads). Audio is converted to float32 mono at the bundle's rate by
 FFmpeg's resampler and handed on in chunks of about half a second. Every video frame is decoded
 (a codec needs its reference frames) but only the frames on the timeline's grid (one per
-`spacing` seconds, chosen by presentation timestamp, `FrameGrid`) are converted to RGB, shown
-upright as a player shows them (foal_edge/media.py's reading of the display matrix of the first
-frame, or of the stream's rotate tag) and handed on. Nothing holds the whole file:
+`spacing` seconds, chosen by presentation timestamp, `FrameGrid`) are converted to RGB (with
+`image_size`, shrunk in the same FFmpeg pass to twice what CLIP's resize makes of them: `_rgb`),
+shown upright as a player shows them (foal_edge/media.py's reading of the display matrix of the
+first frame, or of the stream's rotate tag) and handed on. Nothing holds the whole file:
 the pass keeps one chunk of audio and one frame at a time.
 
 `Decoder.run(sink)` calls `sink(kind, time, data)` for each item ("audio", start seconds, float32
@@ -24,10 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import media
+from . import media, preprocess
 from .errors import BackendUnavailableError, MediaError
 
 AUDIO_CHUNK_SECONDS = 0.5
+SHRINK = 2  # kept frames are scaled by FFmpeg to this many times the model's resize (Decoder._rgb)
+SKIP_UNUSED = True  # frames off the grid that no frame refers to are not decoded (Decoder.run)
 QUEUE_ITEMS = 32  # items in flight between the decoding thread and the caller: a second or so
 
 
@@ -85,8 +88,10 @@ class Decoder:
     """A single pass over `path`: audio resampled to `rate` mono (when `audio`), and the frames on
     a grid of `spacing` seconds (when `video` and spacing is not None)."""
 
-    def __init__(self, path, rate: int, spacing: float | None, audio: bool = True, video: bool = True):
+    def __init__(self, path, rate: int, spacing: float | None, audio: bool = True, video: bool = True,
+                 image_size: int | None = None):
         self.path = Path(path)
+        self.image_size = image_size
         self.rate = rate
         self.spacing = spacing
         self.audio, self.video = audio, video
@@ -120,6 +125,10 @@ class Decoder:
                 grid = FrameGrid(self.spacing)
                 turn = None  # (degrees clockwise, mirrored): read upright as media.py reads a clip
                 start = float(v.start_time * v.time_base) if v.start_time is not None else 0.0
+                # Frames that cannot be on the grid are not decoded when nothing refers to them
+                # (FFmpeg's skip_frame=NONREF, set per packet; frame threads take it per packet).
+                skipping, timed, latest_skipped = False, True, -np.inf
+                reach = self.spacing * (1 - 1e-6)
             # Frame times are on the audio clock: both measured from the container's start.
             origin = container.start_time / 1e6 if container.start_time is not None else 0.0
 
@@ -138,6 +147,18 @@ class Decoder:
                 for packet in container.demux(*streams):
                     if stop is not None and stop.is_set():
                         return
+                    if packet.stream.type == "video" and packet.pts is not None and SKIP_UNUSED:
+                        # Before the grid's next frame could be due: never on the grid, whenever the
+                        # decoder hands it out, as the grid's last frame only moves on. NONREF
+                        # drops it only if no other frame refers to it: the frames kept, their
+                        # pixels and the audio are those of decoding every frame.
+                        tp = float(packet.pts * packet.time_base) - origin
+                        skip = timed and tp < grid.last + reach
+                        if skip != skipping:
+                            v.codec_context.skip_frame = "NONREF" if skip else "DEFAULT"
+                            skipping = skip
+                        if skip:
+                            latest_skipped = max(latest_skipped, tp)
                     for frame in packet.decode():
                         if packet.stream.type == "audio":
                             if first_pts is None and frame.pts is not None:
@@ -152,16 +173,20 @@ class Decoder:
                             flush_audio()
                         else:
                             self.frames_decoded += 1
+                            timed = timed and frame.pts is not None
                             t = float(frame.pts * frame.time_base) - origin if frame.pts is not None else \
                                 (self.frames_decoded - 1) / float(v.average_rate or 25) + start - origin
                             if turn is None:  # the first frame carries the display matrix
                                 turn = media._stream_turn(v, frame)
                             if grid.due(t):
-                                rgb = media._upright(frame.to_ndarray(format="rgb24"), *turn)
+                                rgb = media._upright(self._rgb(frame, turn[0]), *turn)
                                 self.frames_kept += 1
                                 sink("frame", t, rgb)
                             self.seconds = max(self.seconds, t)
                             self.last_frame_time = t
+                if v is not None and latest_skipped > (self.last_frame_time or -np.inf):
+                    self.last_frame_time = latest_skipped  # the last frame, had it been decoded
+                    self.seconds = max(self.seconds, latest_skipped)
                 if a is not None:
                     for out in resampler.resample(None):
                         x = out.to_ndarray().reshape(-1)
@@ -171,6 +196,20 @@ class Decoder:
             except av.error.FFmpegError as exc:
                 raise MediaError(f"{self.path}: decoding failed at {self.seconds:.1f} s ({exc}); the file may be "
                                  "truncated: re-encode it with `ffmpeg -i FILE out.mp4`") from exc
+
+    def _rgb(self, frame, rotation: int) -> np.ndarray:
+        """A kept frame as RGB: at its own size, or, with `image_size`, shrunk by FFmpeg's scaler
+        (bicubic, in the same pass as the YUV to RGB conversion) to SHRINK times the size CLIP's
+        resize gives it, so that preprocess.resize_and_crop then makes the same crop from
+        fewer pixels (crop_box of the shrunk frame is the one of the frame)."""
+        if self.image_size:
+            w, h = frame.width, frame.height
+            turned = rotation in (90, 270)
+            nh, nw, _, _ = preprocess.crop_box(w if turned else h, h if turned else w, self.image_size)
+            tw, th = (SHRINK * nh, SHRINK * nw) if turned else (SHRINK * nw, SHRINK * nh)
+            if w * h >= 2 * tw * th:  # only where it at least halves the pixels
+                return frame.reformat(width=tw, height=th, format="rgb24", interpolation="BICUBIC").to_ndarray()
+        return frame.to_ndarray(format="rgb24")
 
     def iterate(self):
         """The items of `run`, decoded on a thread ahead of the caller (a bounded queue)."""

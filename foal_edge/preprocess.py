@@ -21,10 +21,14 @@ import numpy as np
 # CLIP's transform resizes a PIL image with Image.BICUBIC (antialiased when shrinking), then
 # centre-crops. For every frame a camera makes, the CPU path calls Pillow itself: CLIP's own
 # arithmetic, not a copy of it, and Pillow releases the GIL, so frames are resized on a
-# thread pool. (Pillow's `box` argument, which would resample the crop alone, does not give
-# the same pixels as resize-then-crop: up to 26 grey levels apart on tall frames, measured.)
-# Only a frame of extreme aspect ratio, whose full resize would be large (an 8x8192 strip
-# becomes 224x229376), takes the matrix path below, which computes just the crop.
+# thread pool. A wide frame that is shrunk (the usual camera frame) is resampled over its crop
+# alone with Pillow's `box` argument: the same filter at the same scale, 40% less work at
+# 720p; against resize-then-crop, within one grey level on photographs and two on noise (86
+# frame sizes from 224 to 2400 wide, measured; tests/test_preprocess.py). Not a tall
+# frame (up to 26 grey levels apart, measured) nor one enlarged (2 grey levels at 160x120):
+# those are resized whole and cropped. Only a frame of extreme aspect ratio, whose full resize would be
+# large (an 8x8192 strip becomes 224x229376), takes the matrix path below, which computes
+# just the crop.
 
 PILLOW_MAX_PIXELS = 16 * 224 * 224  # resized frames up to 16:1 go through Pillow (<= 3.2 MB)
 
@@ -50,8 +54,12 @@ def resize_and_crop(image: np.ndarray, size: int) -> np.ndarray:
     nh, nw, top, left = crop_box(h, w, size)
     if nh * nw > PILLOW_MAX_PIXELS:
         return _resize_crop_matrices(image, size)
-    pil = Image.fromarray(np.ascontiguousarray(image), "RGB").resize((nw, nh), Image.Resampling.BICUBIC)
-    return np.asarray(pil)[top:top + size, left:left + size]
+    pil = Image.fromarray(np.ascontiguousarray(image), "RGB")
+    if nh == size <= h:  # wide (or square) and shrunk: the crop's columns alone, at the full resize's scale
+        scale = w / nw
+        box = (left * scale, 0.0, (left + size) * scale, float(h))
+        return np.asarray(pil.resize((size, size), Image.Resampling.BICUBIC, box=box))
+    return np.asarray(pil.resize((nw, nh), Image.Resampling.BICUBIC))[top:top + size, left:left + size]
 
 
 def _resize_crop_matrices(image: np.ndarray, size: int) -> np.ndarray:

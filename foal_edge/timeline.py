@@ -442,7 +442,8 @@ def from_file(predictor, path, use_audio: bool = True, use_video: bool = True, p
         raise InvalidInputError(f"{path}: nothing to read ({'no audio track' if use_audio else 'audio left out'}, "
                                 f"{'no video track' if use_video else 'video left out'})")
     core = TimelineCore(predictor, audio=audio, video=video, **options)
-    decoder = Decoder(path, predictor.manifest.sample_rate, core.spacing, audio=audio, video=video)
+    decoder = Decoder(path, predictor.manifest.sample_rate, core.spacing, audio=audio, video=video,
+                      image_size=predictor.manifest.image_size)
     out = []
     last = 0.0
     for kind, t, data in decoder.iterate():

@@ -32,6 +32,26 @@ def test_open_runners_gives_one_runner_per_graph_with_its_io(tiny_bundle):
         runners["audio"].run({"waveform": np.zeros((1, 16000), np.float32)})
 
 
+def test_spin_false_lets_onnx_runtime_threads_sleep_with_the_same_outputs(tiny_bundle, tmp_path):
+    """Predictor(spin=False), as the timeline command opens it: every session (a fresh one, and
+    one loaded from the optimised-graph cache) has spinning off; predictions are unchanged."""
+    from foal_edge.backends.onnxruntime import SPINNING
+
+    audio = np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32)
+    frames = np.random.default_rng(1).integers(0, 256, (4, 480, 640, 3), np.uint8)
+    with Predictor(tiny_bundle[1], backend="onnxruntime-cpu", vad=False, graph_cache=None) as spinning:
+        expected = spinning.predict(audio=audio, sample_rate=16000, frames=frames, fps=4)
+    for attempt in ("written", "hit"):
+        with Predictor(tiny_bundle[1], backend="onnxruntime-cpu", vad=False, graph_cache=tmp_path,
+                       spin=False) as p:
+            for runner in p.runners.values():
+                assert runner.cached == attempt
+                assert runner.session.get_session_options().get_session_config_entry(SPINNING) == "0"
+            got = p.predict(audio=audio, sample_rate=16000, frames=frames, fps=4)
+        assert got.label == expected.label
+        assert got.probabilities == pytest.approx(expected.probabilities, abs=1e-6)
+
+
 def test_a_runner_limit_is_read_from_max_shapes():
     class Limited(Runner):
         max_shapes = {"frames": (8, 720, 1280, 3)}

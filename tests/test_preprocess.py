@@ -37,7 +37,8 @@ def clip_transform():
     return transform
 
 
-@pytest.mark.parametrize("size", [(480, 640), (720, 1280), (1280, 720), (1080, 1920), (120, 160), (33, 2000)])
+@pytest.mark.parametrize("size", [(480, 640), (720, 1280), (1280, 720), (1080, 1920), (120, 160), (33, 2000),
+                                  (448, 796)])  # (the size a timeline's 720p and 1080p frames come in at)
 def test_cpu_path_equals_clips_transform_on_photographs(clip_transform, size):
     from PIL import Image
 

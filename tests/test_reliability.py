@@ -231,6 +231,7 @@ BAD_CONSTRUCTOR_ARGUMENTS = [
     (dict(device=-1), "device"),
     (dict(device="cuda:0"), "device"),
     (dict(verify="no"), "verify"),
+    (dict(spin="no"), "spin"),
 ]
 
 

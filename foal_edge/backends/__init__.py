@@ -13,13 +13,14 @@ BACKENDS = ("auto", "onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "tenso
 
 
 def open_runners(bundle: Path, manifest, backend: str = "auto", device: int = 0, threads: int | None = None,
-                 cache_dir: Path | None = None) -> tuple[str, dict[str, Runner]]:
+                 cache_dir: Path | None = None, spin: bool = True) -> tuple[str, dict[str, Runner]]:
     """One runner per graph of the bundle: (the backend chosen, {graph: runner}).
 
     backend "auto": TensorRT when the bundle holds engines, else ONNX Runtime with CUDA where
     it is available, else on the CPU. "onnxruntime" picks CUDA or CPU the same way. On ONNX
     Runtime CUDA a graph's onnxruntime-cuda variant (fused contrib ops) runs instead of its
-    standard file. cache_dir: where ONNX Runtime keeps optimised CPU graphs (None: nowhere)."""
+    standard file. cache_dir: where ONNX Runtime keeps optimised CPU graphs (None: nowhere).
+    spin: whether ONNX Runtime's worker threads spin between runs (OnnxRuntimeRunner)."""
     formats = {g.format for g in manifest.graphs.values()}
     if backend == "auto":
         backend = "tensorrt" if formats == {"tensorrt"} else "onnxruntime"
@@ -43,7 +44,7 @@ def open_runners(bundle: Path, manifest, backend: str = "auto", device: int = 0,
         file, precision, key = (variant["file"], variant["precision"], variant["sha256"]) if variant else \
             (g.file, g.precision, g.sha256)
         return OnnxRuntimeRunner(bundle / file, dev, device, threads, precision, exact_fp32=n == "preprocess",
-                                 cache_key=key, cache_dir=cache_dir)
+                                 cache_key=key, cache_dir=cache_dir, spin=spin)
 
     return backend, _open_each(manifest, open_one)
 

@@ -64,7 +64,23 @@ def _copy_options(ort, options):
     copy.graph_optimization_level = options.graph_optimization_level
     copy.intra_op_num_threads = options.intra_op_num_threads
     copy.log_severity_level = options.log_severity_level
+    _set_spinning(copy, _spinning(options))
     return copy
+
+
+SPINNING = "session.intra_op.allow_spinning"
+
+
+def _set_spinning(options, spin: bool) -> None:
+    if not spin:  # (spinning is ONNX Runtime's default)
+        options.add_session_config_entry(SPINNING, "0")
+
+
+def _spinning(options) -> bool:
+    try:
+        return options.get_session_config_entry(SPINNING) != "0"
+    except Exception:  # not set: ONNX Runtime's default, spinning
+        return True
 
 
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8",
@@ -144,10 +160,13 @@ class OnnxRuntimeRunner(Runner):
     keeps_on_device = True  # outputs as OrtValues where the session runs (io binding)
     def __init__(self, path, device: str = "cpu", device_id: int = 0, threads: int | None = None,
                  precision: str = "fp32", exact_fp32: bool = False, cache_key: str | None = None,
-                 cache_dir: Path | None = None):
+                 cache_dir: Path | None = None, spin: bool = True):
         """cache_key (the graph's sha256 from the manifest) with cache_dir: on CPU, the graph as
         ONNX Runtime optimised it is saved there on first load and loaded from there afterwards,
-        so a large bundle does not spend seconds optimising at every start."""
+        so a large bundle does not spend seconds optimising at every start. spin: the intra-op
+        worker threads spin while they wait for work (ONNX Runtime's default: a little sooner
+        on back-to-back runs); False lets them sleep, leaving the cores to other work between
+        runs (decoding, resizing, voice activity: a timeline)."""
         ort = import_onnxruntime()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -157,6 +176,7 @@ class OnnxRuntimeRunner(Runner):
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         options.intra_op_num_threads = threads or physical_cores()
         options.log_severity_level = 3
+        _set_spinning(options, spin)
         providers = ["CPUExecutionProvider"]
         if device == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -227,6 +247,7 @@ class OnnxRuntimeRunner(Runner):
         cached.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         cached.intra_op_num_threads = options.intra_op_num_threads
         cached.log_severity_level = 3
+        _set_spinning(cached, _spinning(options))
         try:
             session = ort.InferenceSession(str(entry / "model.onnx"), cached, providers=providers)
         except Exception as exc:  # ONNX Runtime cannot load it after all: drop it
