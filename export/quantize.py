@@ -4,8 +4,8 @@ kernels run fastest, then dynamically quantised (weights INT8 per output channel
 activations per call):
 
 1. WavLM's convolutional front end as matrix multiplies (`convs_as_matmuls`): each strided
-   Conv1d becomes im2col (a reshape, a strided Slice for the taps past the stride, a Concat) and
-   a MatMul, which the quantiser turns into an INT8 GEMM. ONNX Runtime has no fast INT8
+   Conv1d becomes im2col (a reshape, a strided Slice for the taps past the stride) and MatMuls,
+   which the quantiser turns into INT8 GEMMs. ONNX Runtime has no fast INT8
    convolution, so as Convs these layers stayed FP32: a third of the INT8 audio graph's time.
    The INT8 front end is kept only where it keeps the graph's error small (quantize_int8).
 2. ONNX Runtime's transformer optimizer (`fuse_for_cpu`): GELU, exported as
@@ -51,9 +51,10 @@ def _conv_as_matmul(node, weight: np.ndarray, bias: np.ndarray | None, stride: i
         cols[:, t] = x[:, s t], ..., x[:, s t + k - 1]           [B, T_out, k C]
         Y = (cols @ W' + b)^T,   W'[j C + c, o] = W[o, c, j]
 
-    The first min(k, s) taps of every output frame are a plain reshape of x (rows of s
-    samples; no copy), only taps past the stride (one for WavLM's kernel-3 stride-2 layers) are
-    strided Slices, joined by one Concat. The transposes between layers cancel in ONNX Runtime's
+    The first s taps of every output frame are a plain reshape of x (rows of s samples), only
+    taps past the stride (one for WavLM's kernel-3 stride-2 layers) are strided Slices, and each
+    part multiplies its own rows of W' (no Concat copy). Returns (nodes, initializers, the
+    MatMuls' names). The transposes between layers cancel in ONNX Runtime's
     transpose optimizer (the layer norm and GELU between them act on the channel axis or
     element-wise)."""
     from onnx import helper, numpy_helper
@@ -84,17 +85,25 @@ def _conv_as_matmul(node, weight: np.ndarray, bias: np.ndarray | None, stride: i
         nodes.append(helper.make_node("Slice", [n("x"), n(f"start{j}"), n(f"end{j}"), n("axis"), n("s")],
                                       [n(f"col{j}")]))
         cols.append(n(f"col{j}"))
-    if len(cols) > 1:
-        nodes.append(helper.make_node("Concat", cols, [n("cols")], axis=2))
-    nodes.append(helper.make_node("MatMul", [n("cols") if len(cols) > 1 else cols[0], n("W")], [n("y")],
-                                  name=n("matmul")))
-    y = n("y")
+    # cols @ W' as one MatMul per part of cols (the rows, each strided tap) over its rows of W',
+    # summed: no Concat copy of cols (WavLM Large, kernel 3: 2 MatMuls and an Add instead).
+    w = consts.pop(n("W"))
+    first, matmuls, y = 0, [], None
+    for i, part in enumerate(cols):
+        width = (stride if part == n("row") else 1) * cin
+        consts[n(f"W{i}")] = np.ascontiguousarray(w[first:first + width])
+        first += width
+        nodes.append(helper.make_node("MatMul", [part, n(f"W{i}")], [n(f"y{i}")], name=n(f"matmul{i}")))
+        matmuls.append(n(f"matmul{i}"))
+        if y is not None:
+            nodes.append(helper.make_node("Add", [y, n(f"y{i}")], [n(f"sum{i}")]))
+        y = n(f"sum{i}") if y is not None else n(f"y{i}")
     if bias is not None:
         consts[n("b")] = bias.astype(np.float32)
         nodes.append(helper.make_node("Add", [y, n("b")], [n("yb")]))
         y = n("yb")
     nodes.append(helper.make_node("Transpose", [y], [node.output[0]], perm=[0, 2, 1]))
-    return nodes, [numpy_helper.from_array(v, name) for name, v in consts.items()]
+    return nodes, [numpy_helper.from_array(v, name) for name, v in consts.items()], matmuls
 
 
 def convs_as_matmuls(model):
@@ -120,10 +129,11 @@ def convs_as_matmuls(model):
             out_nodes.append(node)
             continue
         bias = numpy_helper.to_array(weights[bias_name]) if bias_name else None
-        nodes, inits = _conv_as_matmul(node, numpy_helper.to_array(w), bias, attrs["strides"][0], f"im2col{i}")
+        nodes, inits, names = _conv_as_matmul(node, numpy_helper.to_array(w), bias, attrs["strides"][0],
+                                              f"im2col{i}")
         out_nodes.extend(nodes)
         graph.initializer.extend(inits)
-        matmuls.append(nodes[-3 if bias is not None else -2].name)
+        matmuls.extend(names)
         used.update(filter(None, [node.input[1], bias_name]))
     del graph.node[:]
     graph.node.extend(out_nodes)
