@@ -132,7 +132,7 @@ def conversation(seconds: float, seed: int = 0, fps: float = 5.0, size=(96, 128)
 
 
 def write_mp4(path: Path, audio: np.ndarray, frames: np.ndarray, fps: float, codec: str = "libx264",
-              size: tuple[int, int] | None = None, repeat: int = 1) -> Path:
+              size: tuple[int, int] | None = None, repeat: int = 1, preset: str = "ultrafast") -> Path:
     """An MP4 with H.264 video (scaled to `size` (W, H)) and AAC audio; `repeat` loops the clip."""
     import av
     from PIL import Image
@@ -142,7 +142,7 @@ def write_mp4(path: Path, audio: np.ndarray, frames: np.ndarray, fps: float, cod
         h, w = frames.shape[1:3] if size is None else (size[1], size[0])
         v.width, v.height, v.pix_fmt = w, h, "yuv420p"
         if codec == "libx264":
-            v.options = {"preset": "ultrafast", "crf": "28"}
+            v.options = {"preset": preset, "crf": "28"}
         a = out.add_stream("aac", rate=RATE, layout="mono")
         scaled = _Scaled(frames, size)
         step = 1024
@@ -301,6 +301,9 @@ def main(argv=None) -> dict:
     t.add_argument("--minutes", type=float, nargs="+", default=[10.0], help="file lengths (several: 10 60)")
     t.add_argument("--sizes", nargs="+", default=["1280x720", "1920x1080"])
     t.add_argument("--fps", type=float, default=25.0)
+    t.add_argument("--x264-preset", default="ultrafast",
+                   help="libx264 preset of the files: ultrafast writes no B-frames (every frame decoded, the "
+                        "worst case); veryfast and slower write B-frames, as cameras and phones do")
     t.add_argument("--files", type=Path, default=Path("/tmp/foal-timeline-bench"))
     t.add_argument("--out", type=Path, default=Path("benchmarks/results/timeline-throughput"))
     args = p.parse_args(argv)
@@ -402,17 +405,18 @@ def make_file(args, size: str, minutes: float, audio, frames, clip_seconds: floa
     """The --minutes file at `size`: the 2-minute clip (encoded once per size) looped by stream
     copy."""
     w, h = (int(x) for x in size.split("x"))
-    path = args.files / f"talk-{h}p-{minutes:g}min.mp4"
+    tag = "" if args.x264_preset == "ultrafast" else f"-{args.x264_preset}"
+    path = args.files / f"talk-{h}p{tag}-{minutes:g}min.mp4"
     if path.exists():
         return path
     t0 = time.perf_counter()
-    clip = args.files / f"talk-{h}p-clip.mp4"
-    first = args.files / f"talk-{args.sizes[0].split('x')[1]}p-clip.mp4"
+    clip = args.files / f"talk-{h}p{tag}-clip.mp4"
+    first = args.files / f"talk-{args.sizes[0].split('x')[1]}p{tag}-clip.mp4"
     if not clip.exists() and first.exists() and shutil.which("ffmpeg"):  # scale the first clip: faster
         subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(first), "-vf", f"scale={w}:{h}", "-c:v",
-                        "libx264", "-preset", "ultrafast", "-crf", "28", "-c:a", "copy", str(clip)], check=True)
+                        "libx264", "-preset", args.x264_preset, "-crf", "28", "-c:a", "copy", str(clip)], check=True)
     elif not clip.exists():
-        write_mp4(clip, audio, frames, args.fps, size=(w, h))
+        write_mp4(clip, audio, frames, args.fps, size=(w, h), preset=args.x264_preset)
     seconds = minutes * 60
     loops = int(np.ceil(seconds / clip_seconds)) - 1  # the clip looped by stream copy: no re-encoding
     partial = path.with_name(f".{path.name}.part.mp4")  # renamed when whole: an interrupted copy is redone
@@ -458,7 +462,7 @@ def throughput_main(args) -> dict:
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
     res = {"command": "python -m benchmarks.timeline " + " ".join(sys.argv[1:]), "rows": rows,
-           "cores": os.cpu_count(), "file": f"H.264 (libx264 ultrafast, crf 28) at {args.fps:g} fps + AAC 16 kHz mono: "
+           "cores": os.cpu_count(), "file": f"H.264 (libx264 {args.x264_preset}, crf 28) at {args.fps:g} fps + AAC 16 kHz mono: "
            f"a {clip_seconds:g} s synthetic conversation looped by stream copy"}
 
     def md(r):
