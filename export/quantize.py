@@ -255,11 +255,11 @@ def attention_as_mha(model):
             continue
         q, q_nodes = projection(q_in)
         k, k_nodes = projection(k_in)
-        after = consumers[softmax.output[0]]
-        mix = after[0] if len(after) == 1 and after[0].op_type == "MatMul" and after[0].input[0] == softmax.output[0] else None
+        mix = _sole_consumer(consumers, softmax.output[0], "MatMul")
+        mix = mix if mix is not None and mix.input[0] == softmax.output[0] else None
         v, v_nodes = projection(mix.input[1]) if mix else (None, [])
-        t_out = mix and sole_consumer(consumers, mix.output[0], "Transpose")
-        r_out = t_out and sole_consumer(consumers, t_out.output[0], "Reshape")
+        t_out = mix and _sole_consumer(consumers, mix.output[0], "Transpose")
+        r_out = t_out and _sole_consumer(consumers, t_out.output[0], "Reshape")
         if not (q and k and v and r_out) or [a.ints for a in t_out.attribute if a.name == "perm"] != [[0, 2, 1, 3]]:
             continue
         width = _projection_width(q, producer, consts)
@@ -272,24 +272,21 @@ def attention_as_mha(model):
                                               scale=scale)))
         drop.update(id(n) for n in [*q_nodes, *k_nodes, *extra, scores, pre, softmax, mix, *v_nodes, t_out, r_out])
     if added:
-        before = list(graph.node)
         replace = {id(old): new for old, new in added}
         nodes = [replace.get(id(n), n) for n in graph.node if id(n) not in drop or id(n) in replace]
+        known = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+        known |= {o for n in nodes for o in n.output}
+        if any(i not in known for n in nodes for i in n.input):  # something else read what would go
+            return model, 0
         del graph.node[:]
         graph.node.extend(nodes)
         _drop_unused(graph)
-        known = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-        known |= {o for n in graph.node for o in n.output}
-        if any(i not in known for n in graph.node for i in n.input):  # something else read what went
-            del graph.node[:]
-            graph.node.extend(before)
-            return model, 0
         if not any(imp.domain == "com.microsoft" for imp in model.opset_import):
             model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return model, len(added)
 
 
-def sole_consumer(consumers, name: str, op: str):
+def _sole_consumer(consumers, name: str, op: str):
     after = consumers[name]
     return after[0] if len(after) == 1 and after[0].op_type == op else None
 
