@@ -273,14 +273,15 @@ def attention_as_mha(model):
         drop.update(id(n) for n in [*q_nodes, *k_nodes, *extra, scores, pre, softmax, mix, *v_nodes, t_out, r_out])
     if added:
         replace = {id(old): new for old, new in added}
-        nodes = [replace.get(id(n), n) for n in graph.node if id(n) not in drop or id(n) in replace]
+        nodes = _live([replace.get(id(n), n) for n in graph.node if id(n) not in drop or id(n) in replace],
+                      {o.name for o in graph.output})
         known = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
         known |= {o for n in nodes for o in n.output}
         if any(i not in known for n in nodes for i in n.input):  # something else read what would go
             return model, 0
         del graph.node[:]
         graph.node.extend(nodes)
-        _drop_unused(graph)
+        _drop_unused_initializers(graph)
         if not any(imp.domain == "com.microsoft" for imp in model.opset_import):
             model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return model, len(added)
@@ -302,18 +303,14 @@ def _projection_width(name: str, producer: dict, consts: dict) -> int | None:
     return None
 
 
-def _drop_unused(graph) -> None:
-    """Nodes whose outputs nothing reads any more (the old attention's shape arithmetic), then
-    initializers nothing reads."""
-    outputs = {o.name for o in graph.output}
+def _live(nodes: list, outputs: set) -> list:
+    """`nodes` less those whose outputs nothing reads (the old attention's shape arithmetic)."""
     while True:
-        read = {i for n in graph.node for i in n.input} | outputs
-        keep = [n for n in graph.node if any(o in read for o in n.output)]
-        if len(keep) == len(graph.node):
-            break
-        del graph.node[:]
-        graph.node.extend(keep)
-    _drop_unused_initializers(graph)
+        read = {i for n in nodes for i in n.input} | outputs
+        keep = [n for n in nodes if any(o in read for o in n.output)]
+        if len(keep) == len(nodes):
+            return keep
+        nodes = keep
 
 
 # -- 4. the whole INT8 graph --------------------------------------------------------------
