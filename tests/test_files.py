@@ -34,10 +34,18 @@ def run_cli(args, **kw):
                           **kw)
 
 
+def ctrl_c_as_in_a_terminal():
+    """For a child that the test interrupts: SIGINT as a terminal's foreground command has it.
+    A runner that started the tests in the background (`cmd &` in a script without job control)
+    left SIGINT ignored, and children inherit that across exec."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def popen_cli(args, code=None, **kw):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-c", code, *map(str, args)] if code else [sys.executable, "-m", "foal_edge", *args]
-    return subprocess.Popen([str(c) for c in cmd], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    return subprocess.Popen([str(c) for c in cmd], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=ctrl_c_as_in_a_terminal, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -268,6 +268,7 @@ def test_ctrl_c_ends_live_with_a_finished_recording(tiny_bundle, tmp_path):
     import av
 
     from .media_fixtures import short_audio_clip
+    from .test_files import ctrl_c_as_in_a_terminal
 
     clip = short_audio_clip(tmp_path / "clip.mp4", seconds=6.0, audio_seconds=6.0)
     out = tmp_path / "out"
@@ -276,7 +277,8 @@ def test_ctrl_c_ends_live_with_a_finished_recording(tiny_bundle, tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.Popen([sys.executable, "-m", "foal_edge", "live", str(tiny_bundle[1]), "--replay", str(clip),
                              "--hop", "0.5", "--record", str(out / "rec.mp4"), "--jsonl", str(out / "rows.jsonl"),
-                             "--no-window"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--no-window"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=ctrl_c_as_in_a_terminal)
     first = proc.stdout.readline()  # the first prediction: it is running in real time
     assert first, proc.stderr.read().decode()
     time.sleep(0.5)
