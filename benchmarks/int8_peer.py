@@ -368,11 +368,6 @@ def session(path: Path, threads: int):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
 def paired(num: list[float], den: list[float]) -> dict:
     r = np.asarray(num) / np.asarray(den)
     return {"median": float(np.median(r)), "p25": float(np.percentile(r, 25)), "p75": float(np.percentile(r, 75))}
@@ -380,6 +375,8 @@ def paired(num: list[float], den: list[float]) -> dict:
 
 def time_encoder(args, name: str, paths: dict[str, Path], inputs: dict, head: dict) -> dict:
     """The four graphs of one encoder, interleaved; -> rows, ratios and cosines."""
+    from export.parity import cosine
+
     if name == "audio":
         feeds = {"ours": {"waveform": inputs["waveform"]}, "optimum": {"input_values": inputs["input_values"]}}
     else:
@@ -443,22 +440,12 @@ def versions() -> dict:
     return out
 
 
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor()
-
-
 def run(args) -> dict:
+    from benchmarks.latency import machine
+
     argv = sys.argv[1:] if args.argv is None else args.argv
     results = {"command": "python -m benchmarks.int8_peer " + " ".join(argv),
-               "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "load_before": list(os.getloadavg())},
+               "machine": {"cpu": machine()["cpu"], "cores": os.cpu_count(), "load_before": list(os.getloadavg())},
                "versions": versions(), "threads": args.threads, "iters": args.iters, "warmup": args.warmup,
                "audio_seconds": args.audio_seconds, "frames": args.frames, "quantization_peer": QUANT_CONFIG}
     checkpoint = checkpoint_dir(args)
