@@ -91,6 +91,8 @@ def resize_frames(frames, size: int, workers: int | None = None) -> np.ndarray:
     """Resize + crop every frame: uint8 [K, H, W, 3] -> uint8 [K, size, size, 3]. Frames are
     spread over a thread pool (Pillow releases the GIL), `workers` at most (default: all
     cores; 1 runs inline)."""
+    if frames.shape[1:3] == (size, size):  # crops already (decode.FrameScaler): CLIP's resize is the identity
+        return np.asarray(frames, np.uint8)
     out = np.empty((len(frames), size, size, 3), np.uint8)
 
     def some(ks) -> None:
@@ -142,10 +144,16 @@ def resize_matrices(height: int, width: int, size: int) -> tuple[np.ndarray, np.
 
 
 def normalize_frames(frames: np.ndarray, mean, std) -> np.ndarray:
-    """uint8 [N, H, W, 3] -> float32 [N, 3, H, W], CLIP-normalised."""
-    x = frames.astype(np.float32) / 255.0
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    """uint8 [N, H, W, 3] -> float32 [N, 3, H, W], CLIP-normalised: (x / 255 - mean) / std, as
+    one multiply and one add per element into the transposed output."""
+    frames = np.asarray(frames)
+    std = np.asarray(std, np.float64)
+    scale = (1.0 / (255.0 * std)).astype(np.float32)[:, None, None]
+    offset = (-np.asarray(mean, np.float64) / std).astype(np.float32)[:, None, None]
+    out = np.empty((frames.shape[0], 3, *frames.shape[1:3]), np.float32)
+    np.multiply(frames.transpose(0, 3, 1, 2), scale, out=out, dtype=np.float32)
+    out += offset
+    return out
 
 
 def sample_frame_indices(available: int, count: int) -> np.ndarray:

@@ -265,22 +265,23 @@ def _textured(height: int, width: int, seed: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("width,height,rotate", [(1280, 720, 0), (1920, 1080, 0), (1280, 720, 90)])
-def test_kept_frames_shrunk_by_ffmpeg_give_the_crop_and_the_answer_of_full_frames(predictor, tmp_path, width, height,
-                                                                                   rotate):
-    """A file's kept frames are scaled by FFmpeg to twice CLIP's resize before Pillow's exact
-    resize (decode.Decoder._rgb): the same crop geometry, upright, within a few grey levels of
-    the crop of the full frame and within 0.02 of its probabilities."""
+def test_kept_frames_resized_by_ffmpeg_are_clips_crop_of_the_picture(predictor, tmp_path, width, height, rotate):
+    """A file's kept frames are resized by FFmpeg's scaler in the pass that converts them to RGB
+    and handed on as CLIP's centre crop (decode.FrameScaler): upright, as close to the crop of
+    the picture that was encoded as converting the whole frame and resizing it with Pillow is
+    (closer, measured), without a bias, and within 0.02 of the probabilities of whole frames."""
     import av
 
     from foal_edge import preprocess
     from foal_edge.decode import Decoder
 
     path = tmp_path / "hd.mp4"
+    pictures = [_textured(height, width, k) for k in range(8)]
     with av.open(str(path), "w") as out:
         s = out.add_stream("mpeg4", rate=5)
         s.width, s.height, s.pix_fmt, s.bit_rate = width, height, "yuv420p", 20_000_000
-        for k in range(8):
-            out.mux(s.encode(av.VideoFrame.from_ndarray(_textured(height, width, k), format="rgb24")))
+        for picture in pictures:
+            out.mux(s.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
         out.mux(s.encode())
     if rotate:
         if not __import__("shutil").which("ffmpeg"):
@@ -290,20 +291,25 @@ def test_kept_frames_shrunk_by_ffmpeg_give_the_crop_and_the_answer_of_full_frame
                         f"rotate={rotate}", str(turned)], check=True)
         path = turned
     size = predictor.manifest.image_size
-    full, shrunk = [], []
+    full, crops = [], []
     Decoder(path, 16000, 0.1, audio=False).run(lambda kind, t, x: full.append(x))
-    Decoder(path, 16000, 0.1, audio=False, image_size=size).run(lambda kind, t, x: shrunk.append(x))
-    assert len(full) == len(shrunk) == 8
+    Decoder(path, 16000, 0.1, audio=False, image_size=size).run(lambda kind, t, x: crops.append(x))
+    assert len(full) == len(crops) == 8
     up_h, up_w = (width, height) if rotate else (height, width)
-    nh, nw, _, _ = preprocess.crop_box(up_h, up_w, size)
-    assert full[0].shape == (up_h, up_w, 3) and shrunk[0].shape == (2 * nh, 2 * nw, 3)
-    exact = np.stack([preprocess.resize_and_crop(f, size) for f in full]).astype(int)
-    fast = np.stack([preprocess.resize_and_crop(f, size) for f in shrunk]).astype(int)
-    diff = np.abs(exact - fast)
-    # (measured: mean 0.9-1.1, 99th percentile 4-6; FFmpeg's scaler straight to the resize: 3-4, 23-27)
-    assert diff.mean() < 1.5 and np.percentile(diff, 99) <= 8, (diff.mean(), np.percentile(diff, 99))
+    assert full[0].shape == (up_h, up_w, 3) and crops[0].shape == (size, size, 3)
+    if rotate:  # the pictures as the whole-frame pass turns them (which way: the test of a turned phone video)
+        k = min((1, 3), key=lambda k: np.abs(np.rot90(pictures[0], k).astype(int) - full[0]).mean())
+        pictures = [np.rot90(p, k) for p in pictures]
+    truth = np.stack([preprocess.resize_and_crop(p, size) for p in pictures]).astype(int)
+    whole = np.stack([preprocess.resize_and_crop(f, size) for f in full]).astype(int) - truth
+    ours = np.stack(crops).astype(int) - truth
+    # (measured at 720p: ours 1.7 grey levels from the picture on average, bias -0.1, 99th
+    # percentile 10; whole frames 2.1, bias -1.2, 99th percentile 10)
+    assert np.abs(ours).mean() <= np.abs(whole).mean() + 0.1, (np.abs(ours).mean(), np.abs(whole).mean())
+    p99 = np.percentile(np.abs(ours), 99)
+    assert abs(ours.mean()) < 0.5 and p99 <= 12, (ours.mean(), p99)
     a = predictor.predict(frames=np.stack(full), fps=5)
-    b = predictor.predict(frames=np.stack(shrunk), fps=5)
+    b = predictor.predict(frames=np.stack(crops), fps=5)
     assert a.label == b.label
     assert b.probabilities == pytest.approx(a.probabilities, abs=0.02)
 
