@@ -20,6 +20,26 @@ Each looped file's packet timestamps are checked to run on without a gap or a st
 largest step per stream is recorded). For each file, one after the other: the decode-only run
 `ffmpeg -i FILE -f null -` and `python -m foal_edge timeline BUNDLE FILE`, each in a subprocess:
 wall time, CPU time (all its threads) and peak RSS. Needs ffmpeg. Writes NAME.json and NAME.md.
+
+profile: where the CPU time of `Predictor.timeline(FILE)` goes, in one process (the Predictor as
+the timeline command opens it): CPU seconds per thread (FFmpeg's decoding threads by name, read
+from /proc just before the file is closed; the decoding thread; the caller's thread) and, on the
+caller's thread, per step (frames to RGB, normalisation, Silero, each graph), with per-thread CPU
+timers around those functions. Also the seconds the caller's thread waited for the decoding
+thread. Linux only (/proc).
+
+    python -m benchmarks.timeline profile --bundle build/foal-demo --files FILE [FILE ...] \
+        --out benchmarks/results/timeline-profile
+
+scaler: how a decoded frame becomes CLIP's crop: frames with sharp detail (`textured`: a face
+with one-pixel stripes and a patch of noise) at 1280x720 and 1920x1080, encoded as MPEG-4 at
+20 Mbit/s and decoded; each way of converting them is compared with CLIP's crop of the picture
+that was encoded (grey levels: mean absolute difference, 99th percentile, bias) and timed (CPU
+milliseconds a frame, one thread, process CPU time): the whole frame converted by PyAV and
+resized by Pillow (CLIP's transform), FFmpeg's scaler to twice the resize then Pillow, and
+FFmpeg's scaler straight to the resize with several flag sets (decode.FrameScaler's is FLAGS).
+
+    python -m benchmarks.timeline scaler --out benchmarks/results/frame-scaler
 """
 
 from __future__ import annotations
@@ -135,7 +155,6 @@ def write_mp4(path: Path, audio: np.ndarray, frames: np.ndarray, fps: float, cod
               size: tuple[int, int] | None = None, repeat: int = 1, preset: str = "ultrafast") -> Path:
     """An MP4 with H.264 video (scaled to `size` (W, H)) and AAC audio; `repeat` loops the clip."""
     import av
-    from PIL import Image
 
     with av.open(str(path), "w") as out:
         v = out.add_stream(codec, rate=int(fps))
@@ -306,8 +325,16 @@ def main(argv=None) -> dict:
                         "worst case); veryfast and slower write B-frames, as cameras and phones do")
     t.add_argument("--files", type=Path, default=Path("/tmp/foal-timeline-bench"))
     t.add_argument("--out", type=Path, default=Path("benchmarks/results/timeline-throughput"))
+    sc = sub.add_parser("scaler")
+    sc.add_argument("--sizes", nargs="+", default=["1280x720", "1920x1080"])
+    sc.add_argument("--out", type=Path, default=Path("benchmarks/results/frame-scaler"))
+    f = sub.add_parser("profile")
+    f.add_argument("--bundle", default="build/foal-demo")
+    f.add_argument("--files", type=Path, nargs="+", required=True)
+    f.add_argument("--out", type=Path, default=Path("benchmarks/results/timeline-profile"))
     args = p.parse_args(argv)
-    return choices_main(args) if args.what == "choices" else throughput_main(args)
+    return {"choices": choices_main, "throughput": throughput_main, "profile": profile_main,
+            "scaler": scaler_main}[args.what](args)
 
 
 def choices_main(args) -> dict:
@@ -462,8 +489,9 @@ def throughput_main(args) -> dict:
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
     res = {"command": "python -m benchmarks.timeline " + " ".join(sys.argv[1:]), "rows": rows,
-           "cores": os.cpu_count(), "file": f"H.264 (libx264 {args.x264_preset}, crf 28) at {args.fps:g} fps + AAC 16 kHz mono: "
-           f"a {clip_seconds:g} s synthetic conversation looped by stream copy"}
+           "cores": os.cpu_count(),
+           "file": f"H.264 (libx264 {args.x264_preset}, crf 28) at {args.fps:g} fps + AAC 16 kHz mono: "
+                   f"a {clip_seconds:g} s synthetic conversation looped by stream copy"}
 
     def md(r):
         lines = ["# Timeline throughput against decoding", "", f"Command: `{r['command']}`  ",
@@ -480,6 +508,251 @@ def throughput_main(args) -> dict:
                          f"{x['timeline_x_real_time']:.1f} | "
                          f"{x['ffmpeg_decode_peak_rss_mb']:.0f}, {x['timeline_peak_rss_mb']:.0f} | {x['segments']} | "
                          f"{x['load_before']:.1f} / {x['load_after']:.1f} |")
+        return "\n".join(lines) + "\n"
+
+    return report.write(args.out, res, md)
+
+
+def textured(height: int, width: int, seed: int) -> np.ndarray:
+    """A face scaled up to the frame, with sharp detail over it (one-pixel stripes, a patch of
+    print-like noise): what makes one resize differ from another. uint8 RGB [height, width, 3]."""
+    from PIL import Image
+
+    from training.synthetic import _speaker, draw_face
+
+    rng = np.random.default_rng(seed)
+    face = draw_face(rng, _speaker(rng, "F"), "hap", 0.9, talking=True)
+    frame = np.asarray(Image.fromarray(face).resize((width, height), Image.Resampling.BILINEAR)).copy()
+    frame[:, ::7] //= 2  # one-pixel stripes
+    patch = rng.integers(0, 256, (height // 4, width // 4, 3), dtype=np.uint8)
+    frame[height // 8: height // 8 + len(patch), width // 2: width // 2 + patch.shape[1]] = patch
+    return frame
+
+
+SCALER_FLAGS = ["bicubic", "bicubic+full_chroma_int", "bicubic+accurate_rnd+full_chroma_int",
+                "bilinear+accurate_rnd+full_chroma_int", "area+accurate_rnd+full_chroma_int"]
+
+
+def scaler_main(args) -> dict:
+    import fractions
+
+    import av
+
+    from benchmarks.latency import machine
+    from foal_edge import preprocess
+    from foal_edge.decode import FrameScaler
+
+    from . import report
+
+    size, count, repeats = 224, 6, 5
+    rows = []
+    for dims in args.sizes:
+        w, h = (int(x) for x in dims.split("x"))
+        pictures = [textured(h, w, k) for k in range(count)]
+        enc = av.CodecContext.create("mpeg4", "w")
+        enc.width, enc.height, enc.pix_fmt, enc.bit_rate = w, h, "yuv420p", 20_000_000
+        enc.time_base = fractions.Fraction(1, 5)
+        packets = []
+        for k, picture in enumerate(pictures):
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts = k
+            packets += enc.encode(frame)
+        packets += enc.encode(None)
+        dec = av.CodecContext.create("mpeg4", "r")
+        frames = [f for p in packets for f in dec.decode(p)]
+        nh, nw, top, left = preprocess.crop_box(h, w, size)
+        truth = np.stack([preprocess.resize_and_crop(p, size) for p in pictures]).astype(int)
+
+        def scaled(flags):
+            scaler = FrameScaler(size)
+            scaler.FLAGS = flags
+            return lambda f: scaler(f, (0, False))
+
+        def twice(f):
+            shrunk = f.reformat(width=2 * nw, height=2 * nh, format="rgb24", interpolation="BICUBIC")
+            return preprocess.resize_and_crop(shrunk.to_ndarray(), size)
+
+        ways = {"whole frame (PyAV) + Pillow": lambda f: preprocess.resize_and_crop(f.to_ndarray(format="rgb24"), size),
+                "FFmpeg bicubic to 2x the resize + Pillow": twice,
+                **{f"FFmpeg {flags} to the resize": scaled(flags) for flags in SCALER_FLAGS}}
+        for name, way in ways.items():
+            out = np.stack([way(f) for f in frames]).astype(int) - truth
+            t0 = time.process_time()
+            for _ in range(repeats):
+                for f in frames:
+                    way(f)
+            rows.append({"size": dims, "way": name, "used": name == f"FFmpeg {FrameScaler.FLAGS} to the resize",
+                         "mean_abs": float(np.abs(out).mean()), "p99": float(np.percentile(np.abs(out), 99)),
+                         "bias": float(out.mean()), "cpu_ms": 1e3 * (time.process_time() - t0) / (repeats * count)})
+    res = {"command": "python -m benchmarks.timeline " + " ".join(sys.argv[1:]), "machine": machine(),
+           "load_average": os.getloadavg()[0], "rows": rows}
+
+    def md(r):
+        m = r["machine"]
+        lines = ["# A decoded frame to CLIP's crop: closeness to the picture, and CPU", "",
+                 f"Command: `{r['command']}`  ",
+                 f"Machine: {m['cpu']}, {m['cores']} cores, load average {r['load_average']:.1f}. Frames with stripes "
+                 "and noise through MPEG-4 at 20 Mbit/s; grey levels against CLIP's crop (Pillow) of the picture "
+                 "that was encoded. **Bold**: decode.FrameScaler.", "",
+                 "| frame | way | mean abs | 99th percentile | bias | CPU ms a frame |",
+                 "| --- | --- | ---: | ---: | ---: | ---: |"]
+        for x in r["rows"]:
+            way = f"**{x['way']}**" if x["used"] else x["way"]
+            lines.append(f"| {x['size']} | {way} | {x['mean_abs']:.2f} | {x['p99']:.0f} | {x['bias']:+.2f} | "
+                         f"{x['cpu_ms']:.2f} |")
+        return "\n".join(lines) + "\n"
+
+    return report.write(args.out, res, md)
+
+
+def _task_cpu() -> dict[int, tuple[str, float]]:
+    """CPU seconds of each thread of this process: {tid: (name, seconds)} (Linux /proc)."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            raw = Path(f"/proc/self/task/{tid}/stat").read_text()
+        except FileNotFoundError:  # ended while listed
+            continue
+        fields = raw.rsplit(")", 1)[1].split()
+        out[int(tid)] = (raw[raw.index("(") + 1:raw.rindex(")")], (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def profile_file(bundle: str, path: Path) -> dict:
+    """One timeline of `path` with CPU timers: see the module's docstring."""
+    import queue
+    import threading
+
+    from foal_edge import Predictor, decode, pipeline, preprocess, vad
+
+    steps: dict[str, float] = {}
+    waited = [0.0]
+    patches = []
+
+    def timed(owner, name, step):
+        original = getattr(owner, name)
+
+        def wrapper(*a, **k):
+            t0 = time.thread_time()
+            try:
+                return original(*a, **k)
+            finally:
+                steps[step] = steps.get(step, 0.0) + time.thread_time() - t0
+        patches.append((owner, name, original))
+        setattr(owner, name, wrapper)
+
+    predictor = Predictor(bundle, backend="onnxruntime-cpu", vad=False, spin=False)  # as `timeline` opens it
+    names = {threading.get_native_id(): "caller's thread"}
+    at_close: dict = {}
+    open_file = decode._open
+
+    class Closing:  # the threads' CPU just before the file (and FFmpeg's threads with it) is closed
+        def __init__(self, container):
+            self.container = container
+
+        def __enter__(self):
+            return self.container.__enter__()
+
+        def __exit__(self, *exc):
+            at_close.update(_task_cpu())
+            return self.container.__exit__(*exc)
+
+    get = queue.Queue.get
+
+    def waiting_get(self, *a, **k):
+        t0 = time.perf_counter()
+        try:
+            return get(self, *a, **k)
+        finally:
+            if threading.get_native_id() in names:
+                waited[0] += time.perf_counter() - t0
+
+    start_thread = threading.Thread.run
+
+    def named_run(self):
+        names[threading.get_native_id()] = "decoding thread" if self.name == "foal-edge-decode" else self.name
+        start_thread(self)
+
+    timed(decode.Decoder, "picture", "kept frames to RGB (FFmpeg's scaler)")
+    timed(preprocess, "normalize_frames", "normalisation")
+    timed(vad.SileroVoiceActivity, "stream", "(opening Silero's stream)")
+    timed(pipeline.Pipeline, "encode_audio", "audio encoder")
+    timed(pipeline.Pipeline, "encode_frames", "video encoder")
+    timed(pipeline.Pipeline, "fuse", "fusion head")
+    patches += [(decode, "_open", open_file), (queue.Queue, "get", get), (threading.Thread, "run", start_thread)]
+    decode._open = lambda p: Closing(open_file(p)) if p == path else open_file(p)
+    queue.Queue.get = waiting_get
+    threading.Thread.run = named_run
+    judge = [0.0]
+    stream = vad.SileroVoiceActivity.stream
+
+    def timed_stream(self):  # Silero's decisions: the stream's _judge
+        s = stream(self)
+        original = s._judge
+
+        def j(frames):
+            t0 = time.thread_time()
+            try:
+                return original(frames)
+            finally:
+                judge[0] += time.thread_time() - t0
+        s._judge = j
+        return s
+    vad.SileroVoiceActivity.stream = timed_stream
+    patches.append((vad.SileroVoiceActivity, "stream", stream))
+    try:
+        before = _task_cpu()
+        t0, c0 = time.perf_counter(), time.process_time()
+        segments = predictor.timeline(path)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        after = _task_cpu()
+    finally:
+        for owner, name, original in reversed(patches):
+            setattr(owner, name, original)
+    steps.pop("(opening Silero's stream)", None)
+    steps["Silero VAD"] = judge[0]
+    threads: dict[str, float] = {}
+    for tid, (name, seconds) in {**at_close, **after}.items():
+        label = names.get(tid) or ("FFmpeg's decoding threads" if name.startswith("av:") else
+                                   "other threads (ONNX Runtime's workers, ...)")
+        threads[label] = threads.get(label, 0.0) + seconds - before.get(tid, (name, 0.0))[1]
+    caller = threads.get("caller's thread", 0.0)
+    steps["the rest (segmenting, queue, Python)"] = caller - sum(steps.values())
+    return {"file": path.name, "seconds": float(segments[-1].end) if segments else 0.0, "segments": len(segments),
+            "wall_s": wall, "cpu_s": cpu, "threads": threads, "caller_steps": steps,
+            "caller_waited_s": waited[0]}
+
+
+def profile_main(args) -> dict:
+    from benchmarks.latency import machine
+
+    from . import report
+
+    res = {"command": "python -m benchmarks.timeline " + " ".join(sys.argv[1:]), "machine": machine(),
+           "load_before": os.getloadavg()[0], "rows": [profile_file(args.bundle, f) for f in args.files],
+           "load_after": os.getloadavg()[0]}
+
+    def md(r):
+        rows = r["rows"]
+        m = r["machine"]
+        lines = ["# Where a timeline's CPU time goes", "", f"Command: `{r['command']}`  ",
+                 f"Machine: {m['cpu']}, {m['cores']} cores; load average {r['load_before']:.1f} before, "
+                 f"{r['load_after']:.1f} after.",
+                 "", "| CPU seconds | " + " | ".join(x["file"] for x in rows) + " |",
+                 "| --- |" + " ---: |" * len(rows)]
+        keys = list(dict.fromkeys(k for x in rows for k in x["threads"]))
+        for k in keys:
+            lines.append(f"| thread: {k} | " + " | ".join(f"{x['threads'].get(k, 0):.2f}" for x in rows) + " |")
+        for k in dict.fromkeys(k for x in rows for k in x["caller_steps"]):
+            lines.append(f"| caller's thread: {k} | " + " | ".join(f"{x['caller_steps'].get(k, 0):.2f}" for x in rows)
+                         + " |")
+        lines.append("| **total (process)** | " + " | ".join(f"**{x['cpu_s']:.2f}**" for x in rows) + " |")
+        lines.append("| wall seconds | " + " | ".join(f"{x['wall_s']:.2f}" for x in rows) + " |")
+        lines.append("| the caller's thread waiting for the decoding thread, s | "
+                     + " | ".join(f"{x['caller_waited_s']:.2f}" for x in rows) + " |")
+        lines.append("| recording seconds, segments | "
+                     + " | ".join(f"{x['seconds']:.0f}, {x['segments']}" for x in rows) + " |")
         return "\n".join(lines) + "\n"
 
     return report.write(args.out, res, md)

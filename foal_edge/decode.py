@@ -92,15 +92,17 @@ class FrameScaler:
     conversion and CLIP's resize (shorter side to `size`) together, then the centre crop and the
     turn upright. uint8 [size, size, 3].
 
-    The scaler runs bicubic with accurate rounding and chroma interpolated at full resolution
+    The scaler runs bicubic with chroma interpolated at full resolution and accurate rounding
     (FLAGS), honouring the frame's colour matrix and range. Against the pictures that were encoded
-    (1280x720 and 1920x1080 frames with stripes and noise, through MPEG-4 at 20 Mbit/s), its crops
-    are closer than converting the whole frame and resizing it with Pillow (CLIP's own transform):
-    1.7 grey levels apart on average, no bias, against 2.1 with a bias of -1.2 (the default
-    conversion's rounding), at a seventh of the CPU time (0.5 ms a 720p frame against 3.7:
-    tests/test_timeline.py checks the crops and the probabilities). A frame that is not
-    larger than its resize (enlarged, as CLIP enlarges a small frame) returns None: the caller
-    converts it whole and resizes it with Pillow, exactly as CLIP."""
+    (frames with stripes and noise through MPEG-4 at 20 Mbit/s), its crops are closer than those
+    of converting the whole frame and resizing it with Pillow (CLIP's own transform): 1.7 grey
+    levels apart on average at 1280x720 and 1.2 at 1920x1080, without a bias, against 2.1 and 1.6
+    with a bias of -1.2 (the default conversion's chroma), for 2.0 and 2.5 ms of CPU a frame
+    against 4.9 and 8.4 (benchmarks/results/frame-scaler.md, one thread of the 2-core Xeon;
+    tests/test_timeline.py checks the crops and the probabilities). FFmpeg's plain bicubic is a
+    fifth cheaper but 3.1 grey levels apart at 720p (99th percentile 21, against 10). A frame that is not larger than its resize (enlarged, as CLIP
+    enlarges a small frame) returns None: the caller converts it whole and resizes it with Pillow,
+    exactly as CLIP."""
 
     FLAGS = "bicubic+accurate_rnd+full_chroma_int"
 
@@ -123,6 +125,7 @@ class FrameScaler:
         key = (w, h, frame.format.name, frame.colorspace, frame.color_range, tw, th)
         if key != self._key:  # the first frame, or a stream that changes size or format
             g = av.filter.Graph()
+            g.threads = 1  # on the caller's thread: slice threads cost as much CPU in all and gained no time
             nodes = [g.add("buffer", f"video_size={w}x{h}:pix_fmt={frame.format.name}:time_base=1/90000:"
                                      f"pixel_aspect=1/1:colorspace={frame.colorspace}:range={frame.color_range}"),
                      g.add("scale", f"{tw}:{th}:flags={self.FLAGS}"), g.add("format", "rgb24"), g.add("buffersink")]

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.timeline import conversation, run_measured, turns_of, write_mp4
+from benchmarks.timeline import conversation, run_measured, textured, turns_of, write_mp4
 from foal_edge import Predictor, StreamingPredictor
 from foal_edge.__main__ import main as cli
 from foal_edge.errors import InvalidInputError
@@ -248,22 +248,6 @@ def test_a_timeline_refuses_what_is_not_a_regular_file(predictor, tmp_path):
             predictor.timeline(fifo)
 
 
-def _textured(height: int, width: int, seed: int) -> np.ndarray:
-    """A face scaled up to the frame, with sharp detail over it (stripes, print-like noise):
-    what makes one resize differ from another."""
-    from PIL import Image
-
-    from training.synthetic import _speaker, draw_face
-
-    rng = np.random.default_rng(seed)
-    face = draw_face(rng, _speaker(rng, "F"), "hap", 0.9, talking=True)
-    frame = np.asarray(Image.fromarray(face).resize((width, height), Image.Resampling.BILINEAR)).copy()
-    frame[:, ::7] //= 2  # one-pixel stripes
-    patch = rng.integers(0, 256, (height // 4, width // 4, 3), dtype=np.uint8)
-    frame[height // 8: height // 8 + len(patch), width // 2: width // 2 + patch.shape[1]] = patch
-    return frame
-
-
 @pytest.mark.parametrize("width,height,rotate", [(1280, 720, 0), (1920, 1080, 0), (1280, 720, 90)])
 def test_kept_frames_resized_by_ffmpeg_are_clips_crop_of_the_picture(predictor, tmp_path, width, height, rotate):
     """A file's kept frames are resized by FFmpeg's scaler in the pass that converts them to RGB
@@ -276,7 +260,7 @@ def test_kept_frames_resized_by_ffmpeg_are_clips_crop_of_the_picture(predictor, 
     from foal_edge.decode import Decoder
 
     path = tmp_path / "hd.mp4"
-    pictures = [_textured(height, width, k) for k in range(8)]
+    pictures = [textured(height, width, k) for k in range(8)]
     with av.open(str(path), "w") as out:
         s = out.add_stream("mpeg4", rate=5)
         s.width, s.height, s.pix_fmt, s.bit_rate = width, height, "yuv420p", 20_000_000
