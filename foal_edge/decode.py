@@ -15,9 +15,9 @@ whole file: the pass keeps one chunk of audio and a few frames at a time.
 [n]) or ("frame", timestamp, uint8 [H, W, 3]); `iterate()` yields the same items from a thread
 through a bounded queue, so decoding and the caller's inference overlap. There the decoding
 thread only decodes: it hands on the kept frames as FFmpeg decoded them, and they are converted to
-RGB on the caller's thread, which has time to spare while it waits for the next item (on a
-2-minute 720p conversation it waited 1.45 s of 2.69 with the conversion on the decoding thread,
-0.7 s of 2.5 with it on the caller's: `Decoder.picture`).
+RGB on the caller's thread (`Decoder.picture`), which has time to spare while it waits for the
+next item (0.55 s of a 2.67 s timeline of a 2-minute 720p conversation:
+benchmarks/results/timeline-profile.md).
 """
 
 from __future__ import annotations
