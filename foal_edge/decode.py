@@ -17,7 +17,9 @@ through a bounded queue, so decoding and the caller's inference overlap. There t
 thread only decodes: it hands on the kept frames as FFmpeg decoded them, and they are converted to
 RGB on the caller's thread (`Decoder.picture`), which has time to spare while it waits for the
 next item (0.55 s of a 2.67 s timeline of a 2-minute 720p conversation:
-benchmarks/results/timeline-profile.md).
+benchmarks/results/timeline-profile.md). When the caller falls behind (a large bundle on a small
+CPU), the decoding thread converts them again, so that few whole decoded frames wait in the
+queue (CONVERT_ON_CALLER_BELOW).
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ from .errors import BackendUnavailableError, MediaError
 AUDIO_CHUNK_SECONDS = 0.5
 SKIP_UNUSED = True  # frames off the grid that no frame refers to are not decoded (Decoder.run)
 QUEUE_ITEMS = 32  # items in flight between the decoding thread and the caller: a second or so
+# Kept frames go unconverted (as FFmpeg decoded them: 3 MB at 1080p, 12 MB at 4K) through the
+# queue while the caller keeps up with decoding; once this many items wait, the caller is behind
+# and the decoding thread converts them itself (to a crop of 150 kB), so few large frames wait
+# (a caller taking 10 ms an item over 1080p: peak RSS 101 MB, against 145 MB converting none).
+CONVERT_ON_CALLER_BELOW = 4
 
 
 class FrameGrid:
@@ -100,9 +107,9 @@ class FrameScaler:
     with a bias of -1.2 (the default conversion's chroma), for 2.0 and 2.5 ms of CPU a frame
     against 4.9 and 8.4 (benchmarks/results/frame-scaler.md, one thread of the 2-core Xeon;
     tests/test_timeline.py checks the crops and the probabilities). FFmpeg's plain bicubic is a
-    fifth cheaper but 3.1 grey levels apart at 720p (99th percentile 21, against 10). A frame that is not larger than its resize (enlarged, as CLIP
-    enlarges a small frame) returns None: the caller converts it whole and resizes it with Pillow,
-    exactly as CLIP."""
+    fifth cheaper but 3.1 grey levels apart at 720p (99th percentile 21, against 10). A frame
+    that is not larger than its resize (enlarged, as CLIP enlarges a small frame) returns None:
+    the caller converts it whole and resizes it with Pillow, exactly as CLIP."""
 
     FLAGS = "bicubic+accurate_rnd+full_chroma_int"
 
@@ -155,13 +162,15 @@ class Decoder:
         self.last_frame_time: float | None = None  # the timestamp of the last video frame decoded
         self._scaler = FrameScaler(image_size) if image_size else None
 
-    def picture(self, frame, turn: tuple[int, bool]) -> np.ndarray:
+    def picture(self, frame, turn: tuple[int, bool], scaler: FrameScaler | None = None) -> np.ndarray:
         """A kept frame as the RGB array handed on: CLIP's crop (FrameScaler) where the frame is
-        larger than its resize, else the whole frame; upright."""
+        larger than its resize, else the whole frame; upright. `scaler`: one of the calling
+        thread's own (a FrameScaler is used by one thread)."""
         import av
 
+        scaler = scaler or self._scaler
         try:
-            rgb = self._scaler(frame, turn) if self._scaler is not None else None
+            rgb = scaler(frame, turn) if scaler is not None else None
             return rgb if rgb is not None else media._upright(frame.to_ndarray(format="rgb24"), *turn)
         except av.error.FFmpegError as exc:
             raise MediaError(f"{self.path}: cannot convert the {frame.width}x{frame.height} {frame.format.name} frame "
@@ -169,6 +178,8 @@ class Decoder:
                              "out.mp4`") from exc
 
     def run(self, sink, stop: threading.Event | None = None, lazy: bool = False) -> None:
+        """The pass: sink(kind, time, data) for each item, in file order, until the end or `stop`.
+        lazy: frames are handed on as (av.VideoFrame, turn) for `picture`, unconverted."""
         import av
 
         with _open(self.path) as container:
@@ -279,9 +290,16 @@ class Decoder:
                 except queue.Full:
                     continue
 
+        own = FrameScaler(self.image_size) if self.image_size else None  # the decoding thread's
+
+        def hand_on(kind, t, data):
+            if kind == "frame" and items.qsize() >= CONVERT_ON_CALLER_BELOW:  # the caller is behind
+                data = self.picture(*data, scaler=own)
+            put((kind, t, data))
+
         def work():
             try:
-                self.run(lambda kind, t, data: put((kind, t, data)), stop, lazy=True)
+                self.run(hand_on, stop, lazy=True)
             except BaseException as exc:  # handed to the caller's thread
                 failure.append(exc)
             finally:
@@ -294,7 +312,7 @@ class Decoder:
                 item = items.get()
                 if item is done:
                     break
-                if item[0] == "frame":  # converted here: the decoding thread only decodes
+                if item[0] == "frame" and isinstance(item[2], tuple):  # converted here, on the caller's time
                     item = ("frame", item[1], self.picture(*item[2]))
                 yield item
             if failure:

@@ -298,6 +298,43 @@ def test_kept_frames_resized_by_ffmpeg_are_clips_crop_of_the_picture(predictor, 
     assert b.probabilities == pytest.approx(a.probabilities, abs=0.02)
 
 
+def test_a_caller_slower_than_decoding_gets_the_same_frames(tmp_path, monkeypatch):
+    """Kept frames are converted on the caller's thread while it keeps up, and on the decoding
+    thread once it falls behind (so that few whole decoded frames wait in the queue): the frames
+    a slow caller gets are those of a fast one, pixel for pixel."""
+    import threading
+    import time
+
+    import av
+
+    from foal_edge import decode
+
+    path = tmp_path / "hd.mp4"
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("mpeg4", rate=10)
+        s.width, s.height, s.pix_fmt = 640, 360, "yuv420p"
+        for k in range(60):
+            out.mux(s.encode(av.VideoFrame.from_ndarray(textured(360, 640, k % 4), format="rgb24")))
+        out.mux(s.encode())
+    where = []
+    picture = decode.Decoder.picture
+
+    def spy(self, *a, **k):
+        where.append(threading.current_thread().name)
+        return picture(self, *a, **k)
+
+    monkeypatch.setattr(decode.Decoder, "picture", spy)
+    fast = [x for kind, t, x in decode.Decoder(path, 16000, 0.2, audio=False, image_size=224).iterate()]
+    where.clear()
+    slow = []
+    for kind, t, x in decode.Decoder(path, 16000, 0.2, audio=False, image_size=224).iterate():
+        slow.append(x)
+        time.sleep(0.02)
+    assert "foal-edge-decode" in where  # behind: the decoding thread converted some
+    assert len(slow) == len(fast) == 30
+    assert all(np.array_equal(a, b) for a, b in zip(fast, slow))
+
+
 def test_frames_off_the_grid_that_nothing_refers_to_are_not_decoded(tmp_path, monkeypatch):
     """An H.264 file with B-frames (libx264's default): the frames no other frame refers to and
     that cannot be on the grid are skipped, and the pass hands on the same audio and the same
