@@ -204,6 +204,7 @@ class Decoder:
                 grid = FrameGrid(self.spacing)
                 turn = None  # (degrees clockwise, mirrored): read upright as media.py reads a clip
                 start = float(v.start_time * v.time_base) if v.start_time is not None else 0.0
+                seconds_per_tick = float(v.time_base)  # float arithmetic per packet, not Fractions (microseconds each)
                 # Frames that cannot be on the grid are not decoded when nothing refers to them
                 # (FFmpeg's skip_frame=NONREF, set per packet; frame threads take it per packet).
                 skipping, timed, latest_skipped = False, True, -np.inf
@@ -231,7 +232,7 @@ class Decoder:
                         # decoder hands it out, as the grid's last frame only moves on. NONREF
                         # drops it only if no other frame refers to it: the frames kept, their
                         # pixels and the audio are those of decoding every frame.
-                        tp = float(packet.pts * packet.time_base) - origin
+                        tp = packet.pts * seconds_per_tick - origin
                         skip = timed and tp < grid.last + reach
                         if skip != skipping:
                             v.codec_context.skip_frame = "NONREF" if skip else "DEFAULT"
@@ -253,7 +254,7 @@ class Decoder:
                         else:
                             self.frames_decoded += 1
                             timed = timed and frame.pts is not None
-                            t = float(frame.pts * frame.time_base) - origin if frame.pts is not None else \
+                            t = frame.pts * seconds_per_tick - origin if frame.pts is not None else \
                                 (self.frames_decoded - 1) / float(v.average_rate or 25) + start - origin
                             if turn is None:  # the first frame carries the display matrix
                                 turn = media._stream_turn(v, frame)
