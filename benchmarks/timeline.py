@@ -331,6 +331,8 @@ def main(argv=None) -> dict:
     f = sub.add_parser("profile")
     f.add_argument("--bundle", default="build/foal-demo")
     f.add_argument("--files", type=Path, nargs="+", required=True)
+    f.add_argument("--spin", action="store_true",
+                   help="ONNX Runtime's threads spin between runs (its default; the timeline command lets them sleep)")
     f.add_argument("--out", type=Path, default=Path("benchmarks/results/timeline-profile"))
     args = p.parse_args(argv)
     return {"choices": choices_main, "throughput": throughput_main, "profile": profile_main,
@@ -619,7 +621,7 @@ def _task_cpu() -> dict[int, tuple[str, float]]:
     return out
 
 
-def profile_file(bundle: str, path: Path) -> dict:
+def profile_file(bundle: str, path: Path, spin: bool = False) -> dict:
     """One timeline of `path` with CPU timers: see the module's docstring."""
     import queue
     import threading
@@ -642,7 +644,7 @@ def profile_file(bundle: str, path: Path) -> dict:
         patches.append((owner, name, original))
         setattr(owner, name, wrapper)
 
-    predictor = Predictor(bundle, backend="onnxruntime-cpu", vad=False, spin=False)  # as `timeline` opens it
+    predictor = Predictor(bundle, backend="onnxruntime-cpu", vad=False, spin=spin)  # as `timeline` opens it
     names = {threading.get_native_id(): "caller's thread"}
     at_close: dict = {}
     open_file = decode._open
@@ -730,7 +732,8 @@ def profile_main(args) -> dict:
     from . import report
 
     res = {"command": "python -m benchmarks.timeline " + " ".join(sys.argv[1:]), "machine": machine(),
-           "load_before": os.getloadavg()[0], "rows": [profile_file(args.bundle, f) for f in args.files],
+           "spin": args.spin, "load_before": os.getloadavg()[0],
+           "rows": [profile_file(args.bundle, f, args.spin) for f in args.files],
            "load_after": os.getloadavg()[0]}
 
     def md(r):
@@ -738,7 +741,8 @@ def profile_main(args) -> dict:
         m = r["machine"]
         lines = ["# Where a timeline's CPU time goes", "", f"Command: `{r['command']}`  ",
                  f"Machine: {m['cpu']}, {m['cores']} cores; load average {r['load_before']:.1f} before, "
-                 f"{r['load_after']:.1f} after.",
+                 f"{r['load_after']:.1f} after. ONNX Runtime's threads "
+                 f"{'spin between runs' if r.get('spin') else 'sleep between runs (spin=False)'}.",
                  "", "| CPU seconds | " + " | ".join(x["file"] for x in rows) + " |",
                  "| --- |" + " ---: |" * len(rows)]
         keys = list(dict.fromkeys(k for x in rows for k in x["threads"]))
