@@ -284,7 +284,7 @@ def batch(args) -> int:
             from .predictor import Predictor
 
             predictor = Predictor(args.bundle, backend=args.backend, threads=1 if workers > 1 else None, vad=False,
-                                  spin=False)  # decoding shares the cores: ONNX Runtime's threads sleep
+                                  spin=False, warm_up=False)  # decoding shares the cores: ONNX Runtime's threads sleep
     except BaseException:
         rows.close()
         raise
@@ -341,7 +341,7 @@ def timeline(args) -> int:
     options["vad"] = False if args.no_vad else (args.vad or "auto")
     # The timeline runs its own detector; decoding shares the cores, so ONNX Runtime's idle threads
     # sleep instead of spinning (docs/timeline.md).
-    predictor = Predictor(args.bundle, backend=args.backend, vad=False, spin=False)
+    predictor = Predictor(args.bundle, backend=args.backend, vad=False, spin=False, warm_up=False)
     bar = tl.progress_bar(args.file.name, enabled=not args.no_progress)
     segments = predictor.timeline(args.file, use_audio=not args.video_only, use_video=not args.audio_only,
                                   progress=bar, **options)

@@ -377,7 +377,8 @@ class RayWorker:
     def __init__(self, bundle: str, backend: str, vad, use_audio: bool, use_video: bool, timeline=None):
         from .predictor import Predictor
 
-        self.predictor = Predictor(bundle, backend=backend, threads=1, vad=vad)
+        # A timeline's audio is resampled by FFmpeg: scipy's resampler need not be warmed up.
+        self.predictor = Predictor(bundle, backend=backend, threads=1, vad=vad, warm_up=timeline is None)
         self.use_audio, self.use_video, self.timeline = use_audio, use_video, timeline
 
     def __call__(self, batch: dict) -> dict:

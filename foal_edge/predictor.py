@@ -76,12 +76,17 @@ class Predictor:
     (its default). False lets them sleep: for work that decodes, resizes or detects voice between
     runs on the same cores, above all a timeline of a file, where spinning threads took a quarter to
     a third of the CPU time on 2 cores (docs/timeline.md). No effect on TensorRT or with threads=1 (no worker threads).
+
+    warm_up: import scipy's resampler and design the filters from the common microphone rates
+    now (about half a second), so that the first prediction of audio at another rate costs what
+    the later ones do. False leaves that to the first resampling, if any: for jobs that never
+    resample (a file's timeline, whose audio FFmpeg resamples) or do not mind a slower first call.
     """
 
     def __init__(self, bundle, backend: str = "auto", device: int = 0, threads: int | None = None,
                  long_audio: str = "head", frames_per_clip: int | None = None, verify: bool = True,
                  preprocess: str = "auto", graph_cache="auto", vad="auto", min_confidence: float | None = None,
-                 spin: bool = True):
+                 spin: bool = True, warm_up: bool = True):
         if long_audio not in LONG_AUDIO_POLICIES:
             raise InvalidInputError(f"long_audio must be one of {LONG_AUDIO_POLICIES}, not {long_audio!r}")
         if preprocess not in PREPROCESS_MODES:
@@ -96,8 +101,9 @@ class Predictor:
                                             maximum=MAX_FRAMES_PER_CLIP)
         if not isinstance(verify, bool):
             raise InvalidInputError(f"verify must be True or False, not {verify!r}")
-        if not isinstance(spin, bool):
-            raise InvalidInputError(f"spin must be True or False, not {spin!r}")
+        for name, value in (("spin", spin), ("warm_up", warm_up)):
+            if not isinstance(value, bool):
+                raise InvalidInputError(f"{name} must be True or False, not {value!r}")
         if not any(vad is v for v in (True, False)) and vad not in VAD_CHOICES:
             raise InvalidInputError(f"vad must be one of {', '.join(map(repr, VAD_CHOICES))}, True or False, "
                                     f"not {vad!r}")
@@ -122,7 +128,8 @@ class Predictor:
             if kind == "auto":
                 kind = "webrtc" if voice.available("webrtc") and m.sample_rate in voice.WEBRTC_RATES else None
             self.vad = voice.VoiceActivity(m.sample_rate, kind) if kind else None
-            warm_resampler(m.sample_rate)  # scipy's import and filter design now, not at the first prediction
+            if warm_up:
+                warm_resampler(m.sample_rate)  # scipy's import and filter design now, not at the first prediction
             for name, runner in self.runners.items():
                 check_graph_io(self.bundle, name, m.graphs[name], runner.io)
             on_gpu = all(r.device == "cuda" for r in self.runners.values())

@@ -187,6 +187,28 @@ def test_a_stream_gives_the_turns_of_the_file_timeline(predictor, recording, seg
     assert stream.latest() == got[-1]
 
 
+def test_the_timeline_command_starts_without_the_resampler_it_never_uses(tiny_bundle, video_file, tmp_path):
+    """A file's audio is resampled by FFmpeg: `timeline` opens its Predictor with warm_up=False
+    and never imports scipy's resampler (about half a second of every start); a Predictor opened
+    as usual warms it up, so that its first prediction is as fast as the rest."""
+    probe = ("import sys, runpy\nsys.argv = sys.argv[1:]\n"
+             "try:\n    runpy.run_module('foal_edge', run_name='__main__')\n"
+             "except SystemExit:\n    pass\n"
+             "print('scipy.signal' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe, "foal_edge", "timeline", str(tiny_bundle[1]), str(video_file),
+                          "--out", str(tmp_path / "x.jsonl"), "--no-progress", "--backend", "onnxruntime-cpu"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False" and (tmp_path / "x.jsonl").stat().st_size > 0
+    warm = ("import sys; from foal_edge import Predictor; "
+            f"Predictor({str(tiny_bundle[1])!r}, backend='onnxruntime-cpu'); print('scipy.signal' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", warm], capture_output=True, text=True,
+                          check=True).stdout.strip() == "True"
+    from foal_edge.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="warm_up must be True or False"):
+        Predictor(tiny_bundle[1], backend="onnxruntime-cpu", warm_up="no")
+
+
 @pytest.mark.slow
 def test_memory_is_flat_from_one_to_ten_minutes(tiny_bundle, recording, tmp_path):
     """Peak RSS of `python -m foal_edge timeline` on a 1-minute and a 10-minute file (the same
