@@ -644,7 +644,7 @@ def profile_file(bundle: str, path: Path, spin: bool = False) -> dict:
         patches.append((owner, name, original))
         setattr(owner, name, wrapper)
 
-    predictor = Predictor(bundle, backend="onnxruntime-cpu", vad=False, spin=spin)  # as `timeline` opens it
+    predictor = Predictor(bundle, backend="onnxruntime-cpu", vad=False, spin=spin, warm_up=False)  # as `timeline` does
     names = {threading.get_native_id(): "caller's thread"}
     at_close: dict = {}
     open_file = decode._open

@@ -16,7 +16,7 @@ whole file: the pass keeps one chunk of audio and a few frames at a time.
 through a bounded queue, so decoding and the caller's inference overlap. There the decoding
 thread only decodes: it hands on the kept frames as FFmpeg decoded them, and they are converted to
 RGB on the caller's thread (`Decoder.picture`), which has time to spare while it waits for the
-next item (0.73 s of a 2.73 s timeline of a 2-minute 720p conversation:
+next item (0.66 s of a 2.68 s timeline of a 2-minute 720p conversation:
 benchmarks/results/timeline-profile.md). When the caller falls behind (a large bundle on a small
 CPU), the decoding thread converts them again, so that few whole decoded frames wait in the
 queue (CONVERT_ON_CALLER_BELOW).
