@@ -678,7 +678,6 @@ def profile_file(bundle: str, path: Path, spin: bool = False) -> dict:
 
     timed(decode.Decoder, "picture", "kept frames to RGB (FFmpeg's scaler)")
     timed(preprocess, "normalize_frames", "normalisation")
-    timed(vad.SileroVoiceActivity, "stream", "(opening Silero's stream)")
     timed(pipeline.Pipeline, "encode_audio", "audio encoder")
     timed(pipeline.Pipeline, "encode_frames", "video encoder")
     timed(pipeline.Pipeline, "fuse", "fusion head")
@@ -686,20 +685,11 @@ def profile_file(bundle: str, path: Path, spin: bool = False) -> dict:
     decode._open = lambda p: Closing(open_file(p)) if p == path else open_file(p)
     queue.Queue.get = waiting_get
     threading.Thread.run = named_run
-    judge = [0.0]
     stream = vad.SileroVoiceActivity.stream
 
-    def timed_stream(self):  # Silero's decisions: the stream's _judge
+    def timed_stream(self):  # Silero's decisions: the _judge of the stream it opens
         s = stream(self)
-        original = s._judge
-
-        def j(frames):
-            t0 = time.thread_time()
-            try:
-                return original(frames)
-            finally:
-                judge[0] += time.thread_time() - t0
-        s._judge = j
+        timed(s, "_judge", "Silero VAD")
         return s
     vad.SileroVoiceActivity.stream = timed_stream
     patches.append((vad.SileroVoiceActivity, "stream", stream))
@@ -712,8 +702,6 @@ def profile_file(bundle: str, path: Path, spin: bool = False) -> dict:
     finally:
         for owner, name, original in reversed(patches):
             setattr(owner, name, original)
-    steps.pop("(opening Silero's stream)", None)
-    steps["Silero VAD"] = judge[0]
     threads: dict[str, float] = {}
     for tid, (name, seconds) in {**at_close, **after}.items():
         label = names.get(tid) or ("FFmpeg's decoding threads" if name.startswith("av:") else

@@ -74,8 +74,9 @@ class Predictor:
 
     spin: whether ONNX Runtime's intra-op worker threads spin while they wait for the next run
     (its default). False lets them sleep: for work that decodes, resizes or detects voice between
-    runs on the same cores, above all a timeline of a file, where spinning threads took a quarter to
-    a third of the CPU time on 2 cores (docs/timeline.md). No effect on TensorRT or with threads=1 (no worker threads).
+    runs on the same cores, above all a timeline of a file, where spinning threads took 35-46% of
+    the CPU time on 2 cores (docs/timeline.md). No effect on TensorRT or with threads=1 (no worker
+    threads).
 
     warm_up: import scipy's resampler and design the filters from the common microphone rates
     now (about half a second), so that the first prediction of audio at another rate costs what
